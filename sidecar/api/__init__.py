@@ -1,0 +1,1 @@
+"""HTTP: thin blueprints over the runtime. Validation at the edge, the domain underneath."""

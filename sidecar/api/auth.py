@@ -1,0 +1,35 @@
+"""Bearer tokens and scopes for every ``/v1`` route: 401 without a known token, 403 without the scope."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import g, request
+
+from sidecar.errors import Forbidden, Unauthorized
+from sidecar.runtime import current_runtime
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def require_scope(scope: str) -> Callable[[F], F]:
+    def decorate(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            header = request.headers.get("Authorization", "")
+            kind, _, presented = header.partition(" ")
+            if kind.lower() != "bearer" or not presented.strip():
+                raise Unauthorized("a bearer token is required")
+            token = current_runtime().tokens.authenticate(presented.strip())
+            if token is None:
+                raise Unauthorized("unknown token")
+            if scope not in token.scopes:
+                raise Forbidden(f"this token lacks the {scope!r} scope", scope=scope)
+            g.token_name = token.name
+            return view(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature
+
+    return decorate

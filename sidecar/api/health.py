@@ -1,0 +1,49 @@
+"""Open routes: liveness, readiness, metrics, the OpenAPI document, and the policy reload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response
+
+from sidecar import metrics
+from sidecar.api.auth import require_scope
+from sidecar.api.io import reply
+from sidecar.openapi import document
+from sidecar.runtime import current_runtime
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/livez")
+def livez() -> Any:
+    return reply({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> Any:
+    state = current_runtime().ready()
+    ready = state["redis"]
+    return reply({"status": "ready" if ready else "unavailable", **state}, 200 if ready else 503)
+
+
+@bp.get("/metrics")
+def prometheus() -> Any:
+    metrics.TENANTS_LOADED.set(current_runtime().replica.tenants_loaded())
+    body, content_type = metrics.render()
+    return Response(body, content_type=content_type)
+
+
+@bp.get("/openapi.json")
+def openapi() -> Any:
+    return reply(document())
+
+
+@bp.post("/v1/policies/reload")
+@require_scope("admin")
+def reload_policies() -> Any:
+    """Reload ``policies/`` in this worker now (others notice the change within policy_poll_s)."""
+    runtime = current_runtime()
+    ok = runtime.reload_policies()
+    body = {"reloaded": ok, "fingerprint": runtime.bundle.fingerprint, "error": runtime.policy_error}
+    return reply(body, 200 if ok else 422)

@@ -1,0 +1,159 @@
+"""The ``sidecar`` command: serve, token create, check, policy test, import.
+
+Every command reads the same ``SIDECAR_*`` settings as the server; a bad value is named in a
+one-line error and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from sidecar import logs
+from sidecar.config import ConfigError, Settings
+from sidecar.errors import SidecarError
+from sidecar.policy.bundle import load_bundle
+from sidecar.policy.files import PolicyFileError
+from sidecar.tokens import SCOPES, TokenFile
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sidecar", description="Authorization sidecar for employees and roles.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve the HTTP API with gunicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8181)
+    serve.add_argument("--workers", type=int, default=2)
+    serve.add_argument("--threads", type=int, default=1, help="threads per worker (gthread when > 1)")
+
+    token = commands.add_parser("token", help="service tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = token_commands.add_parser("create", help="create a token; prints it once, stores its SHA-256")
+    create.add_argument("name")
+    create.add_argument("--scope", action="append", required=True, choices=SCOPES)
+
+    check = commands.add_parser("check", help="decide one right against the directory in Redis")
+    check.add_argument("--employee", required=True)
+    check.add_argument("--location", required=True)
+    check.add_argument("--right", required=True, help="resource:action, e.g. appointment:create")
+    check.add_argument("--mfa", action="store_true", help="the session passed two-step authentication")
+
+    policy = commands.add_parser("policy", help="policy files")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    test = policy_commands.add_parser("test", help="run the policy test suites; exit 0 only if all pass")
+    test.add_argument("dir", nargs="?", help="suites directory (default: $SIDECAR_POLICY_DIR/tests)")
+    policy_commands.add_parser("lint", help="load every policy file and report the first error")
+
+    imp = commands.add_parser("import", help="bulk import a directory from a JSON Lines file")
+    imp.add_argument("file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        logs.configure(settings.log_format)
+        return _run(args, settings)
+    except (ConfigError, PolicyFileError) as exc:
+        print(f"sidecar: {exc}", file=sys.stderr)
+        return 2
+    except SidecarError as exc:
+        print(f"sidecar: {exc.message}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "serve":
+        return _serve(args, settings)
+    if args.command == "token":
+        try:
+            token = TokenFile(settings.tokens_path).create(args.name, args.scope)
+        except ValueError as exc:
+            print(f"sidecar: {exc}", file=sys.stderr)
+            return 2
+        print(f"created token {args.name!r} with scopes {sorted(set(args.scope))}; it is shown only once:",
+              file=sys.stderr)
+        print(token)
+        return 0
+    if args.command == "policy":
+        return _policy(args, settings)
+    if args.command == "check":
+        return _check(args, settings)
+    if args.command == "import":
+        return _import(args, settings)
+    raise AssertionError(args.command)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from sidecar.server import serve
+
+    load_bundle(settings.policy_dir)  # a broken policy file fails the start, naming file and line
+    tokens = TokenFile(settings.tokens_path)
+    if not settings.tokens_path.exists():
+        token = tokens.create("bootstrap-admin", list(SCOPES))
+        print(f"sidecar: created {settings.tokens_path} with a bootstrap token holding every scope.\n"
+              f"sidecar: it is shown only this once; keep it safe:\n{token}", file=sys.stderr)
+    serve(settings, args.host, args.port, args.workers, args.threads)
+    return 0
+
+
+def _policy(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from sidecar.policy.suites import run_suites
+
+    bundle = load_bundle(settings.policy_dir)
+    if args.policy_command == "lint":
+        print(f"policies in {bundle.directory}: {len(bundle.catalogue.rights)} rights, "
+              f"{len(bundle.templates)} role templates: ok")
+        return 0
+    results = run_suites(Path(args.dir) if args.dir else settings.policy_dir / "tests", bundle)
+    failed = [r for r in results if not r.passed]
+    for r in failed:
+        print(f"FAIL {r.suite} (line {r.line}): {json.dumps(r.case)} -> got {r.got}")
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    from sidecar.policy.decisions import decide
+    from sidecar.server import resolve_redis
+    from sidecar.store.connection import connect
+    from sidecar.store.directory import DirectoryStore
+    from sidecar.store.replica import Replica
+
+    bundle = load_bundle(settings.policy_dir)
+    url, _ = resolve_redis(settings)
+    store = DirectoryStore(connect(url), lambda: bundle)
+    engine = Replica(store, lambda: bundle, url).engine_for_location(args.location)
+    decision = decide(engine, args.employee, args.location, args.right, mfa=args.mfa, explain=True)
+    print(json.dumps({"allowed": decision.allowed, "reason": decision.reason,
+                      "explanation": decision.explanation}, indent=2))
+    return 0 if decision.allowed else 3
+
+
+def _import(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from sidecar.server import resolve_redis
+    from sidecar.store.connection import connect
+    from sidecar.store.directory import DirectoryStore
+    from sidecar.store.importer import ImportError_, import_lines
+
+    bundle = load_bundle(settings.policy_dir)
+    url, _ = resolve_redis(settings)
+    store = DirectoryStore(connect(url, timeout_s=30), lambda: bundle)
+    started = time.monotonic()
+    try:
+        with open(args.file, encoding="utf-8") as lines:
+            summary = import_lines(store, bundle, lines, progress=lambda m: print(f"sidecar: {m}", file=sys.stderr))
+    except ImportError_ as exc:
+        print(f"sidecar: {args.file}: {exc}; nothing was written", file=sys.stderr)
+        return 1
+    summary["seconds"] = round(time.monotonic() - started, 2)
+    print(json.dumps(summary))
+    return 0

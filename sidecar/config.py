@@ -1,0 +1,104 @@
+"""Settings: one frozen value read once from the ``SIDECAR_*`` environment variables.
+
+A bad value raises :class:`ConfigError` naming the variable, so a start fails with a clear
+message instead of a traceback deep inside a request. Imports nothing from the sidecar.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A configuration variable holds a value the sidecar cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None = None
+    data_dir: Path = Path("./var")
+    policy_dir: Path = Path("./policies")
+    tokens_file: Path | None = None
+    smtp_url: str | None = None
+    jwt_secret: str | None = field(default=None, repr=False)
+    jwt_public_key: str | None = field(default=None, repr=False)
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    forward_auth_prefix: str = "/v1/forward-auth"
+    log_format: str = "auto"  # auto | json | console
+    min_revision_wait_s: float = 2.0
+    max_tenants: int = 20_000
+    billing_rule: str = "announced"  # announced | writes
+    audit_retention_days: int = 400
+    policy_poll_s: float = 2.0
+
+    @property
+    def tokens_path(self) -> Path:
+        return self.tokens_file or self.data_dir / "tokens.json"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]  # dataclass fields are typed above
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def text(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        def number(name: str, default: float, *, minimum: float, integer: bool = False) -> float:
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                value = int(raw) if integer else float(raw)
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r} is not a number") from None
+            if value < minimum:
+                raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+            return value
+
+        def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+            raw = text(name) or default
+            if raw not in allowed:
+                raise ConfigError(f"{name}={raw!r} must be one of {', '.join(allowed)}")
+            return raw
+
+        redis_url = text("SIDECAR_REDIS_URL")
+        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"SIDECAR_REDIS_URL={redis_url!r} must start with redis://, rediss:// or unix://")
+        smtp_url = text("SIDECAR_SMTP_URL")
+        if smtp_url and not smtp_url.startswith(("smtp://", "smtps://")):
+            raise ConfigError(f"SIDECAR_SMTP_URL={smtp_url!r} must start with smtp:// or smtps://")
+        public_key = text("SIDECAR_JWT_PUBLIC_KEY")
+        if public_key and not public_key.startswith("-----BEGIN"):
+            key_path = Path(public_key)
+            if not key_path.is_file():
+                raise ConfigError("SIDECAR_JWT_PUBLIC_KEY is neither a PEM key nor a readable file")
+            public_key = key_path.read_text()
+        prefix = text("SIDECAR_FORWARD_AUTH_PREFIX") or "/v1/forward-auth"
+        if not prefix.startswith("/"):
+            raise ConfigError(f"SIDECAR_FORWARD_AUTH_PREFIX={prefix!r} must start with /")
+        tokens = text("SIDECAR_TOKENS_FILE")
+        return cls(
+            redis_url=redis_url,
+            data_dir=Path(text("SIDECAR_DATA_DIR") or "./var"),
+            policy_dir=Path(text("SIDECAR_POLICY_DIR") or "./policies"),
+            tokens_file=Path(tokens) if tokens else None,
+            smtp_url=smtp_url,
+            jwt_secret=text("SIDECAR_JWT_SECRET"),
+            jwt_public_key=public_key,
+            jwt_issuer=text("SIDECAR_JWT_ISSUER"),
+            jwt_audience=text("SIDECAR_JWT_AUDIENCE"),
+            forward_auth_prefix=prefix.rstrip("/"),
+            log_format=choice("SIDECAR_LOG_FORMAT", "auto", ("auto", "json", "console")),
+            min_revision_wait_s=number("SIDECAR_MIN_REVISION_WAIT_S", 2.0, minimum=0),
+            max_tenants=int(number("SIDECAR_MAX_TENANTS", 20_000, minimum=1, integer=True)),
+            billing_rule=choice("SIDECAR_BILLING_RULE", "announced", ("announced", "writes")),
+            audit_retention_days=int(number("SIDECAR_AUDIT_RETENTION_DAYS", 400, minimum=1, integer=True)),
+            policy_poll_s=number("SIDECAR_POLICY_POLL_S", 2.0, minimum=0.1),
+        )

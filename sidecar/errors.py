@@ -1,0 +1,99 @@
+"""The exception tree. Each class carries its HTTP status and its error code.
+
+    SidecarError (500 internal)
+    ├── BadRequest (400 invalid_request)
+    │   ├── InvalidJson (400 invalid_json)
+    │   ├── InvalidId (400 invalid_id)
+    │   ├── UnknownRight (400 unknown_right)
+    │   ├── UnknownRole (400 unknown_role)
+    │   └── TooManyChecks (400 too_many_checks)
+    ├── Unauthorized (401 unauthorized)
+    ├── Forbidden (403 forbidden)
+    │   └── Escalation (403 escalation)
+    ├── NotFound (404 not_found)
+    ├── Conflict (409 conflict)
+    ├── Unavailable (503 unavailable)
+    │   └── RevisionNotReached (503 revision_not_reached)
+    └── StoreUnavailable (503 store_unavailable)   redis errors are mapped to this in ``store``
+
+Only failures raise; a deny is a value. A failure never becomes an allow. Imports nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SidecarError(Exception):
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, **self.details}}
+
+
+class BadRequest(SidecarError):
+    status = 400
+    code = "invalid_request"
+
+
+class InvalidJson(BadRequest):
+    code = "invalid_json"
+
+
+class InvalidId(BadRequest):
+    code = "invalid_id"
+
+
+class UnknownRight(BadRequest):
+    code = "unknown_right"
+
+
+class UnknownRole(BadRequest):
+    code = "unknown_role"
+
+
+class TooManyChecks(BadRequest):
+    code = "too_many_checks"
+
+
+class Unauthorized(SidecarError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(SidecarError):
+    status = 403
+    code = "forbidden"
+
+
+class Escalation(Forbidden):
+    code = "escalation"
+
+
+class NotFound(SidecarError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(SidecarError):
+    status = 409
+    code = "conflict"
+
+
+class Unavailable(SidecarError):
+    status = 503
+    code = "unavailable"
+
+
+class RevisionNotReached(Unavailable):
+    code = "revision_not_reached"
+
+
+class StoreUnavailable(Unavailable):
+    code = "store_unavailable"

@@ -1,0 +1,60 @@
+"""No escalation: an acting employee may change access only where they hold ``access:manage``,
+and may grant only rights they hold there.
+
+"Grant" means what the write adds: for every affected employee and location of the scope, the
+rights held after the write but not before. The actor's rights are read from the directory
+*before* the write, so nobody can lift themselves with the very write being checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sidecar.errors import Escalation
+from sidecar.policy.bundle import PolicyBundle
+from sidecar.policy.directory import TenantDirectory
+from sidecar.policy.engine import TenantEngine
+
+MANAGE = "access:manage"
+
+
+def actor_rights(engine: TenantEngine, actor: str, locations: Iterable[str]) -> frozenset[str]:
+    """Rights the actor holds at every one of the locations (the scope's common ground)."""
+    person = engine.directory.employees.get(actor)
+    if person is None or not person.active:
+        return frozenset()
+    held: frozenset[str] | None = None
+    for location in locations:
+        here = engine.rights(actor, location)
+        held = here if held is None else held & here
+    return held or frozenset()
+
+
+def check_escalation(bundle: PolicyBundle, actor: str, before: TenantDirectory, after: TenantDirectory,
+                     scope: list[str], affected: Iterable[str] | None = None) -> None:
+    """Raise ``Escalation`` unless ``actor`` may make the change from ``before`` to ``after``.
+
+    ``scope`` is the locations the write concerns; ``affected`` the employees whose rights may
+    change (None: every member of the tenant).
+    """
+    old = TenantEngine(bundle, before)
+    rights = actor_rights(old, actor, scope)
+    if not scope or MANAGE not in rights:
+        raise Escalation(f"actor {actor} does not hold {MANAGE} here", actor=actor)
+    new = TenantEngine(bundle, after)
+    people = set(affected) if affected is not None else before.members() | after.members()
+    gained: set[str] = set()
+    for employee in people:
+        for location in scope:
+            gained |= _held(new, employee, location) - _held(old, employee, location)
+    excess = sorted(gained - rights)
+    if excess:
+        raise Escalation(f"actor {actor} may not grant rights they do not hold: {excess}", actor=actor,
+                         rights=excess)
+
+
+def _held(engine: TenantEngine, employee: str, location: str) -> frozenset[str]:
+    person = engine.directory.employees.get(employee)
+    if person is None or not person.active:
+        return frozenset()
+    return engine.rights(employee, location)

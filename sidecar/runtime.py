@@ -1,0 +1,145 @@
+"""The runtime: what one worker holds between requests, created after gunicorn's fork.
+
+It owns the Redis client, the current policy bundle (reloaded into a copy, then swapped; a
+broken reload keeps the last good one), the directory store, this replica's tenant cache and
+the token file. Blueprints reach it with ``current_runtime()``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import structlog
+from flask import current_app
+
+from sidecar import metrics
+from sidecar.config import Settings
+from sidecar.errors import StoreUnavailable
+from sidecar.policy.bundle import PolicyBundle, fingerprint, load_bundle
+from sidecar.policy.decisions import Decision, decide
+from sidecar.policy.files import PolicyFileError
+from sidecar.store.connection import connect
+from sidecar.store.directory import DirectoryStore
+from sidecar.store.replica import Replica
+from sidecar.tokens import TokenFile
+
+log = structlog.get_logger("sidecar.runtime")
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    """What a finished check was about: handed to ``Runtime.after_check`` listeners (audit)."""
+
+    employee: str
+    location: str
+    decisions: list[tuple[Decision, str]]  # (decision, decision_id)
+    context: dict[str, Any] = field(default_factory=dict)
+    request_id: str | None = None
+    source: str = "check"  # check | batch | forward_auth
+
+
+@dataclass(frozen=True)
+class WriteRecord:
+    """A committed directory write: handed to ``Runtime.after_write`` listeners (audit, seats)."""
+
+    kind: str  # employee | chain | location | membership | chain_membership | role
+    subject: dict[str, str]
+    revision: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    tenants: tuple[str, ...]
+    actor: str | None
+    request_id: str | None = None
+
+
+class Runtime:
+    def __init__(self, settings: Settings, redis_url: str) -> None:
+        self.settings = settings
+        self.redis_url = redis_url
+        self.bundle: PolicyBundle = load_bundle(settings.policy_dir)  # a broken policy fails the start
+        self.policy_error: str | None = None
+        self.redis: redis.Redis = connect(redis_url)
+        self.directory = DirectoryStore(self.redis, lambda: self.bundle)
+        self.replica = Replica(self.directory, lambda: self.bundle, redis_url, max_tenants=settings.max_tenants)
+        self.tokens = TokenFile(settings.tokens_path)
+        self._policy_checked = time.monotonic()
+        self._reload_lock = threading.Lock()
+        self._started = False
+        # Features (audit, seats) subscribe here in their init_app; the core stays unaware of them.
+        self.after_check: list[Callable[[CheckRecord], None]] = []
+        self.after_write: list[Callable[[WriteRecord], None]] = []
+
+    def start(self) -> None:
+        """Start background work (the change-log follower). Idempotent."""
+        if not self._started:
+            self._started = True
+            self.replica.start()
+
+    def stop(self) -> None:
+        self.replica.stop()
+        self.redis.close()
+
+    # -- policies ---------------------------------------------------------------------------
+    def reload_policies(self) -> bool:
+        """Load ``policies/`` into a new bundle and swap it in; on error keep the last good one."""
+        with self._reload_lock:
+            try:
+                bundle = load_bundle(self.settings.policy_dir)
+            except PolicyFileError as exc:
+                self.policy_error = str(exc)
+                metrics.POLICY_RELOADS.labels("failed").inc()
+                log.error("policy_reload_failed", error=str(exc))
+                return False
+            self.bundle, self.policy_error = bundle, None
+            self.replica.mark_all_stale()
+            metrics.POLICY_RELOADS.labels("ok").inc()
+            log.info("policy_reloaded", fingerprint=bundle.fingerprint[:12])
+            return True
+
+    def maybe_reload_policies(self) -> None:
+        """Cheap check, at most every ``policy_poll_s``: did a policy file change on disk?"""
+        now = time.monotonic()
+        if now - self._policy_checked < self.settings.policy_poll_s:
+            return
+        self._policy_checked = now
+        stamp = fingerprint(self.settings.policy_dir)
+        if stamp != self.bundle.fingerprint and (self.policy_error is None or stamp != self._failed_stamp):
+            self._failed_stamp = stamp
+            self.reload_policies()
+
+    _failed_stamp: str | None = None
+
+    # -- decisions --------------------------------------------------------------------------
+    def decide(self, employee: str, location: str, right: str, *, mfa: bool = False,
+               explain: bool = False) -> Decision:
+        engine = self.replica.engine_for_location(location)
+        return decide(engine, employee, location, right, mfa=mfa, explain=explain)
+
+    def checked(self, record: CheckRecord) -> None:
+        for listener in self.after_check:
+            listener(record)
+
+    def written(self, record: WriteRecord) -> None:
+        for listener in self.after_write:
+            listener(record)
+
+    def ready(self) -> dict[str, Any]:
+        try:
+            redis_ok = bool(self.redis.ping())
+        except (redis.RedisError, OSError):
+            redis_ok = False
+        return {"redis": redis_ok, "policies": self.policy_error is None, "policy_error": self.policy_error,
+                "replica": self.replica.snapshot()}
+
+
+def current_runtime() -> Runtime:
+    runtime: Runtime = current_app.extensions["sidecar"]
+    return runtime
+
+
+__all__ = ["CheckRecord", "Runtime", "StoreUnavailable", "WriteRecord", "current_runtime"]

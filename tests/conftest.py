@@ -1,0 +1,104 @@
+"""Shared fixtures: a real redis-server per test session, a clean database per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from sidecar.store.redis_server import RedisServer
+
+POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    yield redis_server.url
+    client.close()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+# -- the app ---------------------------------------------------------------------------------
+from sidecar.app import create_app  # noqa: E402  # fixtures above need no app
+from sidecar.config import Settings  # noqa: E402
+from sidecar.tokens import SCOPES, TokenFile  # noqa: E402
+
+
+class Api:
+    """A test client that carries a token per scope: ``api.put(path, json, scope="admin")``."""
+
+    def __init__(self, app, tokens: dict[str, str]) -> None:
+        self.app = app
+        self.client = app.test_client()
+        self.tokens = tokens
+
+    def call(self, method: str, path: str, json=None, scope: str | None = None, **kwargs):
+        headers = dict(kwargs.pop("headers", {}))
+        if scope is not None:
+            headers["Authorization"] = f"Bearer {self.tokens[scope]}"
+        return self.client.open(path, method=method, json=json, headers=headers, **kwargs)
+
+    def get(self, path, scope=None, **kw):
+        return self.call("GET", path, scope=scope, **kw)
+
+    def put(self, path, json=None, scope="admin", **kw):
+        return self.call("PUT", path, json=json, scope=scope, **kw)
+
+    def post(self, path, json=None, scope=None, **kw):
+        return self.call("POST", path, json=json, scope=scope, **kw)
+
+    def delete(self, path, scope="admin", **kw):
+        return self.call("DELETE", path, scope=scope, **kw)
+
+    def check(self, employee, location, right, **extra):
+        resource, action = right.split(":", 1)
+        body = {"employee": employee, "location": location, "resource": resource, "action": action, **extra}
+        response = self.post("/v1/check", body, scope="check")
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()
+
+
+def make_settings(tmp_path: Path, **overrides) -> Settings:
+    return Settings(data_dir=tmp_path, policy_dir=POLICY_DIR, tokens_file=tmp_path / "tokens.json",
+                    log_format="json", **overrides)
+
+
+def make_tokens(settings: Settings) -> dict[str, str]:
+    tokens = TokenFile(settings.tokens_path)
+    made = {scope: tokens.create(f"only-{scope}", [scope]) for scope in SCOPES}
+    made["all"] = tokens.create("all", list(SCOPES))
+    return made
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def app(settings: Settings, redis_url: str):
+    application = create_app(settings, redis_url=redis_url)
+    yield application
+    application.extensions["sidecar"].stop()
+
+
+@pytest.fixture
+def api(app, settings: Settings) -> Api:
+    return Api(app, make_tokens(settings))
