@@ -15,6 +15,16 @@ import structlog
 _configured = False
 
 
+class _Stdout:
+    """Whatever ``sys.stdout`` is at write time (gunicorn and pytest both swap it)."""
+
+    def write(self, text: str) -> None:
+        sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
 def _dumps(value: object, default: object = None) -> str:
     return orjson.dumps(value, default=default).decode()  # type: ignore[arg-type]  # structlog passes a callable
 
@@ -37,7 +47,7 @@ def configure(log_format: str = "auto") -> None:
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.WriteLoggerFactory(file=_Stdout()),  # type: ignore[arg-type]  # a duck-typed file
         cache_logger_on_first_use=True,
     )
     _configured = True

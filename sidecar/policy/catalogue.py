@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sidecar.policy.files import PolicyFileError, read_yaml
 
-RIGHT_PATTERN = re.compile(r"^[a-z][a-z0-9_]*:[a-z*][a-z0-9_]*$")
+RIGHT_PATTERN = re.compile(r"[a-z][a-z0-9_]*:[a-z*][a-z0-9_]*")
 BILLING_CLASSES = ("booking", "payment")
 _FLAGS = {"billing", "writes", "critical", "requires_mfa"}
 
@@ -67,7 +67,7 @@ def load_catalogue(file: Path) -> Catalogue:
     rights: dict[str, Right] = {}
     for name, flags in doc.data["rights"].items():
         path = ("rights", str(name))
-        if not isinstance(name, str) or not RIGHT_PATTERN.match(name):
+        if not isinstance(name, str) or not RIGHT_PATTERN.fullmatch(name):
             raise doc.error(path, f"right {name!r} is not resource:action in lower case")
         flags = flags or {}
         if not isinstance(flags, dict) or set(flags) - _FLAGS:
@@ -134,7 +134,7 @@ def load_role_templates(file: Path, catalogue: Catalogue) -> dict[str, RoleTempl
 
     templates = {}
     for name in raw:
-        if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9._-]{1,64}$", name):
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name):
             raise doc.error(("roles", str(name)), f"role name {name!r} is not a valid id")
         templates[name] = RoleTemplate(name, resolve(name, ()))
     return templates

@@ -14,12 +14,12 @@ from typing import Any
 
 from sidecar.errors import BadRequest, InvalidId
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CHAIN_SCOPE = "*"  # the scope of a chain's custom roles and chain-wide memberships
 
 
 def check_id(value: object, what: str = "id") -> str:
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise InvalidId(f"{what} must be 1-64 characters from [A-Za-z0-9._-]", field=what)
     return value
 

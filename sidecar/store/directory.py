@@ -170,6 +170,12 @@ class DirectoryStore:
     def _get(self, pipe: Any, key: str) -> dict[str, Any] | None:
         return _loads(pipe.get(key))
 
+    def _person(self, pipe: Any, employee: str, *, required: bool) -> Employee | None:
+        raw = self._get(pipe, emp_key(employee))
+        if raw is None and required:
+            raise NotFound(f"employee {employee} does not exist", employee=employee)
+        return None if raw is None else Employee(employee, raw["active"], raw.get("email"), raw.get("name"))
+
     # -- reads -------------------------------------------------------------------------------
     def employee(self, employee: str) -> Employee | None:
         with translated_errors():
@@ -343,10 +349,11 @@ class DirectoryStore:
             loc = self.location(location, pipe)
             if loc is None:
                 raise NotFound(f"location {location} does not exist", location=location)
-            if membership is not None and self._get(pipe, emp_key(employee)) is None:
-                raise NotFound(f"employee {employee} does not exist", employee=employee)
+            person = self._person(pipe, employee, required=membership is not None)
             current = self.load_tenant(loc.tenant, pipe)
             directory = current.copy()
+            if person is not None:
+                directory.employees[employee] = person
             before = directory.memberships.get((employee, location))
             if membership is None and before is None:
                 raise NotFound(f"employee {employee} has no membership at {location}")
@@ -380,10 +387,11 @@ class DirectoryStore:
         def prepare(pipe: Any) -> tuple[_Write, dict[str, Any]]:
             if self._get(pipe, chain_key(chain)) is None:
                 raise NotFound(f"chain {chain} does not exist", chain=chain)
-            if membership is not None and self._get(pipe, emp_key(employee)) is None:
-                raise NotFound(f"employee {employee} does not exist", employee=employee)
+            person = self._person(pipe, employee, required=membership is not None)
             current = self.load_tenant(tenant, pipe)
             directory = current.copy()
+            if person is not None:
+                directory.employees[employee] = person
             before = directory.chain_memberships.get(employee)
             if membership is None and before is None:
                 raise NotFound(f"employee {employee} has no chain-wide membership in {chain}")

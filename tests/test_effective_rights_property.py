@@ -1,0 +1,32 @@
+"""Property: casbin's answer equals the plain set algebra of DOMAIN.md on random memberships.
+
+effective = rights of the roles held here and chain-wide + allows, minus denies (deny wins).
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sidecar.policy.decisions import decide
+from tests.domain_table import CATALOGUE, TEMPLATES
+from tests.test_decisions import engines
+
+roles = st.lists(st.sampled_from(sorted(TEMPLATES)), max_size=3, unique=True)
+rights = st.lists(st.sampled_from(CATALOGUE), max_size=4, unique=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(here=roles, chain_roles=roles, allow=rights, deny=rights, chain_deny=rights)
+def test_effective_rights_follow_the_domain_rule(here, chain_roles, allow, deny, chain_deny) -> None:
+    by_location = engines({
+        "chains": [{"id": "ch-1"}],
+        "locations": [{"id": "l-1", "chain": "ch-1"}],
+        "employees": [{"id": "e-1"}],
+        "memberships": [{"location": "l-1", "employee": "e-1", "roles": here, "allow": allow, "deny": deny}],
+        "chain_memberships": [{"chain": "ch-1", "employee": "e-1", "roles": chain_roles, "deny": chain_deny}],
+    })
+    expected = set().union(*(TEMPLATES[r] for r in [*here, *chain_roles])) | set(allow)
+    expected -= set(deny) | set(chain_deny)
+    held = {r for r in CATALOGUE if decide(by_location["l-1"], "e-1", "l-1", r, mfa=True).allowed}
+    assert held == expected
