@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import structlog
 from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException
 
-from sidecar import logs, metrics
-from sidecar.api import check, directory, health
+from sidecar import audit, logs
+from sidecar.api import billing, check, directory, forward_auth, health, mfa, observe
+from sidecar.api.check import MAX_BODY
 from sidecar.api.io import reply
 from sidecar.config import Settings
 from sidecar.errors import SidecarError
 from sidecar.runtime import Runtime
 
-MAX_BODY = 1024 * 1024
 log = structlog.get_logger("sidecar.http")
 
 
@@ -40,17 +39,20 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
     app.register_error_handler(Exception, _unexpected_error)
     for blueprint in (health.bp, check.bp, directory.bp):
         app.register_blueprint(blueprint)
+    audit.init_app(app)
+    billing.init_app(app)
 
+    mfa.init_app(app)
+    forward_auth.init_app(app)
+    app.wsgi_app = check.DecisionRoutes(app.wsgi_app, runtime)  # type: ignore[method-assign]  # WSGI layer
     runtime.start()
     return app
 
 
 def _begin() -> None:
-    incoming = request.headers.get("X-Request-Id", "")
-    g.request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
+    g.request_id = observe.request_id(request.headers.get("X-Request-Id"))
     g.started = time.perf_counter()
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=g.request_id)
+    observe.begin(g.request_id)
     _runtime().maybe_reload_policies()
 
 
@@ -64,20 +66,8 @@ def _runtime() -> Runtime:
 def _finish(response: Any) -> Any:
     response.headers["X-Request-Id"] = g.get("request_id", "")
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    duration = time.perf_counter() - g.get("started", time.perf_counter())
-    metrics.REQUESTS.labels(route, str(response.status_code)).inc()
-    metrics.LATENCY.labels(route).observe(duration)
-    fields: dict[str, Any] = {"method": request.method, "route": route, "status": response.status_code,
-                              "duration_ms": round(duration * 1000, 3)}
-    decisions = g.get("decisions")
-    if decisions:
-        for decision in decisions:
-            metrics.DECISIONS.labels("true" if decision.allowed else "false", decision.reason).inc()
-        if len(decisions) == 1:
-            fields.update(right=decisions[0].right, allowed=decisions[0].allowed, reason=decisions[0].reason)
-        else:
-            fields.update(checks=len(decisions), allowed_count=sum(d.allowed for d in decisions))
-    log.info("request", **fields)
+    observe.finish(request.method, route, response.status_code, time.perf_counter() - g.get("started", 0.0),
+                   g.get("decisions", ()))
     return response
 
 

@@ -1,4 +1,4 @@
-"""The ``sidecar`` command: serve, token create, check, policy test, import.
+"""The ``sidecar`` command: serve, token create, check, policy test, import, seats.
 
 Every command reads the same ``SIDECAR_*`` settings as the server; a bad value is named in a
 one-line error and exit status 2, never a traceback.
@@ -49,6 +49,20 @@ def _parser() -> argparse.ArgumentParser:
 
     imp = commands.add_parser("import", help="bulk import a directory from a JSON Lines file")
     imp.add_argument("file")
+
+    audit = commands.add_parser("audit", help="the audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit_commands.add_parser("verify", help="check a log's hash chain; exit 0 and a count if intact")
+    log = verify.add_mutually_exclusive_group(required=True)
+    log.add_argument("--chain")
+    log.add_argument("--location")
+
+    seats = commands.add_parser("seats", help="paid and free seats of a chain or a location, as a table")
+    where = seats.add_mutually_exclusive_group(required=True)
+    where.add_argument("--chain")
+    where.add_argument("--location")
+    seats.add_argument("--rule", choices=("announced", "writes"), help="default: $SIDECAR_BILLING_RULE")
+    seats.add_argument("--explain", action="store_true", help="add each employee's reasons")
     return parser
 
 
@@ -85,6 +99,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _check(args, settings)
     if args.command == "import":
         return _import(args, settings)
+    if args.command == "audit":
+        from sidecar.audit import verify_command
+
+        return verify_command(settings, chain=args.chain, location=args.location)
+    if args.command == "seats":
+        return _seats(args, settings)
     raise AssertionError(args.command)
 
 
@@ -156,4 +176,27 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     summary["seconds"] = round(time.monotonic() - started, 2)
     print(json.dumps(summary))
+    return 0
+
+
+def _seats(args: argparse.Namespace, settings: Settings) -> int:
+    from sidecar.policy.directory import chain_tenant
+    from sidecar.policy.seats import Scope, count_seats, render_table
+    from sidecar.server import resolve_redis
+    from sidecar.store.connection import connect
+    from sidecar.store.directory import DirectoryStore
+    from sidecar.store.replica import Replica
+
+    bundle = load_bundle(settings.policy_dir)
+    url, _ = resolve_redis(settings)
+    replica = Replica(DirectoryStore(connect(url), lambda: bundle), lambda: bundle, url)
+    scope = Scope("chain", args.chain) if args.chain else Scope("location", args.location)
+    if scope.kind == "chain":
+        engine = replica.engine(chain_tenant(scope.id)) if replica.store.chain(scope.id) else None
+    else:
+        engine = replica.engine_for_location(scope.id)
+    if engine is None:
+        print(f"sidecar: {scope.kind} {scope.id} does not exist", file=sys.stderr)
+        return 1
+    print(render_table(count_seats(engine, scope, args.rule or settings.billing_rule), explain=args.explain))
     return 0

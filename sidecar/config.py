@@ -22,7 +22,9 @@ class Settings:
     data_dir: Path = Path("./var")
     policy_dir: Path = Path("./policies")
     tokens_file: Path | None = None
-    smtp_url: str | None = None
+    smtp_url: str | None = field(default=None, repr=False)  # may carry SMTP credentials
+    mfa_secret: str | None = field(default=None, repr=False)  # keys the two-step code hashes
+    product_name: str = "Sidecar"  # named in two-step emails
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_public_key: str | None = field(default=None, repr=False)
     jwt_issuer: str | None = None
@@ -90,6 +92,8 @@ class Settings:
             policy_dir=Path(text("SIDECAR_POLICY_DIR") or "./policies"),
             tokens_file=Path(tokens) if tokens else None,
             smtp_url=smtp_url,
+            mfa_secret=text("SIDECAR_MFA_SECRET"),
+            product_name=text("SIDECAR_PRODUCT_NAME") or "Sidecar",
             jwt_secret=text("SIDECAR_JWT_SECRET"),
             jwt_public_key=public_key,
             jwt_issuer=text("SIDECAR_JWT_ISSUER"),

@@ -6,14 +6,20 @@
     │   ├── InvalidId (400 invalid_id)
     │   ├── UnknownRight (400 unknown_right)
     │   ├── UnknownRole (400 unknown_role)
-    │   └── TooManyChecks (400 too_many_checks)
+    │   ├── TooManyChecks (400 too_many_checks)
+    │   └── InvalidCode (400 invalid_code)        a wrong two-step code; carries attempts_left
     ├── Unauthorized (401 unauthorized)
     ├── Forbidden (403 forbidden)
     │   └── Escalation (403 escalation)
     ├── NotFound (404 not_found)
     ├── Conflict (409 conflict)
+    ├── PolicyInvalid (422 policy_invalid)      a reload found a broken policy file; the last good one stays
+    ├── Expired (410 expired)
+    ├── Locked (423 locked)
+    ├── RateLimited (429 rate_limited)            carries retry_after (seconds): the Retry-After header
     ├── Unavailable (503 unavailable)
-    │   └── RevisionNotReached (503 revision_not_reached)
+    │   ├── RevisionNotReached (503 revision_not_reached)
+    │   └── ChannelUnavailable (503 channel_unavailable)   email not configured, or SMTP failed
     └── StoreUnavailable (503 store_unavailable)   redis errors are mapped to this in ``store``
 
 Only failures raise; a deny is a value. A failure never becomes an allow. Imports nothing.
@@ -62,6 +68,10 @@ class TooManyChecks(BadRequest):
     code = "too_many_checks"
 
 
+class InvalidCode(BadRequest):
+    code = "invalid_code"
+
+
 class Unauthorized(SidecarError):
     status = 401
     code = "unauthorized"
@@ -81,9 +91,29 @@ class NotFound(SidecarError):
     code = "not_found"
 
 
+class PolicyInvalid(SidecarError):
+    status = 422
+    code = "policy_invalid"
+
+
 class Conflict(SidecarError):
     status = 409
     code = "conflict"
+
+
+class Expired(SidecarError):
+    status = 410
+    code = "expired"
+
+
+class Locked(SidecarError):
+    status = 423
+    code = "locked"
+
+
+class RateLimited(SidecarError):
+    status = 429
+    code = "rate_limited"
 
 
 class Unavailable(SidecarError):
@@ -93,6 +123,10 @@ class Unavailable(SidecarError):
 
 class RevisionNotReached(Unavailable):
     code = "revision_not_reached"
+
+
+class ChannelUnavailable(Unavailable):
+    code = "channel_unavailable"
 
 
 class StoreUnavailable(Unavailable):

@@ -26,7 +26,11 @@ LATENCY = Histogram(
 )
 DECISIONS = Counter("sidecar_decisions_total", "Decisions made", ["allowed", "reason"])
 POLICY_RELOADS = Counter("sidecar_policy_reloads_total", "Policy reloads", ["result"])
+MFA_EVENTS = Counter("sidecar_mfa_events_total", "Two-step authentication events", ["action"])
+AUDIT_EVENTS = Counter("sidecar_audit_events_total",
+                       "Audit events by result: written (to Redis), spooled, replayed, duplicate, failed", ["result"])
 TENANTS_LOADED = Gauge("sidecar_tenants_loaded", "Tenants held in memory", multiprocess_mode="livesum")
+SEAT_CHANGES = Counter("sidecar_seat_changes_total", "Changes of paid status recorded in the seat history")
 
 
 def render() -> tuple[bytes, str]:

@@ -31,6 +31,20 @@ ROUTES: list[tuple[str, str, str | None, str]] = [
     ("put", "/v1/locations/{location}/roles/{role}", "admin", "A location's custom role"),
     ("get", "/v1/locations/{location}/roles/{role}", "admin", "A location's custom role"),
     ("post", "/v1/policies/reload", "admin", "Reload policies/ now (addition)"),
+    ("post", "/v1/audit/events", "audit", "Report an event seen upstream; 202 {id} once durable"),
+    ("get", "/v1/locations/{location}/security-events", "security", "A location's security events, newest first"),
+    ("get", "/v1/chains/{chain}/security-events", "security", "A chain's security events, newest first"),
+    ("get", "/v1/forward-auth", None, "Forward-auth for nginx/Traefik/Envoy: JWT + original request -> 200/401/403"),
+    ("post", "/v1/mfa/challenges", "mfa", "Start a two-step challenge (email code or push)"),
+    ("get", "/v1/mfa/challenges/{challenge_id}", "mfa", "A challenge's status"),
+    ("post", "/v1/mfa/challenges/{challenge_id}/verify", "mfa", "Verify an email code, once"),
+    ("post", "/v1/mfa/challenges/{challenge_id}/approve", "mfa", "The mobile app's answer to a push"),
+    ("post", "/v1/employees/{employee}/devices", "mfa", "Register a phone for push approvals"),
+    ("get", "/v1/employees/{employee}/devices", "mfa", "An employee's registered phones (addition)"),
+    ("delete", "/v1/employees/{employee}/devices/{device_id}", "mfa", "Remove a phone (addition)"),
+    ("get", "/v1/billing/seats", "billing", "Paid and free seats of ?chain= or ?location= (?rule=writes)"),
+    ("post", "/v1/billing/seats/preview", "billing", "Seats before and after membership changes; nothing stored"),
+    ("get", "/v1/billing/seats/history", "billing", "Paid-status changes and peak paid seats over ?since=&until="),
 ]
 
 _ERROR = {

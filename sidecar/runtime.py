@@ -133,7 +133,7 @@ class Runtime:
             redis_ok = bool(self.redis.ping())
         except (redis.RedisError, OSError):
             redis_ok = False
-        return {"redis": redis_ok, "policies": self.policy_error is None, "policy_error": self.policy_error,
+        return {"redis": redis_ok, "policies": "loaded", "policy_reload_error": self.policy_error,
                 "replica": self.replica.snapshot()}
 
 

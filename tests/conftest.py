@@ -76,8 +76,9 @@ class Api:
 
 
 def make_settings(tmp_path: Path, **overrides) -> Settings:
-    return Settings(data_dir=tmp_path, policy_dir=POLICY_DIR, tokens_file=tmp_path / "tokens.json",
-                    log_format="json", **overrides)
+    values = {"data_dir": tmp_path, "policy_dir": POLICY_DIR, "tokens_file": tmp_path / "tokens.json",
+              "log_format": "json", **overrides}
+    return Settings(**values)
 
 
 def make_tokens(settings: Settings) -> dict[str, str]:

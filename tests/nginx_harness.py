@@ -8,7 +8,10 @@ Contract
   the raw request-target it received; ``employee``/``decision`` are the ``X-Employee-Id`` /
   ``X-Decision-Id`` headers nginx set) and records each request in ``requests``.
 * ``NginxHarness(workdir, auth_port=..., upstream_port=..., auth_path="/v1/forward-auth")``
-  writes ``workdir/nginx.conf`` (pid, logs and temp paths all under ``workdir``), starts
+  writes ``workdir/nginx.conf``: a main context (pid, logs and temp paths all under
+  ``workdir``) around the ``## nginx`` block of ``docs/forward-auth.md`` taken verbatim, with
+  only ``listen 80``, the two upstream addresses and the ``proxy_pass`` path replaced (each
+  must occur exactly once, else ValueError): the documented configuration is what runs. It starts
   ``nginx -c conf -p workdir/ -e error.log`` in the foreground (``daemon off``, master + one
   worker) on 127.0.0.1:<free port>, waits until the port answers, and stops it (SIGTERM, then
   SIGKILL). Every request is first sent to ``http://127.0.0.1:<auth_port><auth_path>`` as a
@@ -30,6 +33,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -159,8 +163,11 @@ class EchoUpstream(StubServer):
         return 200, {"Content-Type": "application/json"}, json.dumps(answer).encode()
 
 
-CONFIG = """\
-# Written by tests/nginx_harness.py
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "forward-auth.md"
+_DOC_BLOCK = re.compile(r"^## nginx\n.*?^```nginx\n(?P<body>.*?)^```$", re.MULTILINE | re.DOTALL)
+
+MAIN = """\
+# Written by tests/nginx_harness.py: the main context, then docs/forward-auth.md's block.
 {user}daemon off;
 master_process on;
 worker_processes 1;
@@ -168,7 +175,7 @@ pid {prefix}/nginx.pid;
 error_log {prefix}/error.log info;
 
 events {{
-    worker_connections 128;
+    worker_connections 1024;
 }}
 
 http {{
@@ -179,44 +186,33 @@ http {{
     uwsgi_temp_path {prefix}/tmp/uwsgi;
     scgi_temp_path {prefix}/tmp/scgi;
 
-    upstream sidecar {{
-        server {host}:{auth_port};
-    }}
-    upstream app {{
-        server {host}:{upstream_port};
-    }}
-
-    server {{
-        listen {host}:{port};
-
-        location = /_auth {{
-            internal;
-            proxy_pass http://sidecar{auth_path};
-            proxy_method GET;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-            proxy_set_header X-Original-Method $request_method;
-            proxy_set_header X-Original-URI $request_uri;
-            proxy_set_header Authorization $http_authorization;
-            proxy_set_header X-Location-Id $http_x_location_id;
-            # Only nginx speaks here: drop Traefik-style headers a client may have sent.
-            proxy_set_header X-Forwarded-Method "";
-            proxy_set_header X-Forwarded-Uri "";
-            proxy_connect_timeout 2s;
-            proxy_read_timeout 5s;
-        }}
-
-        location / {{
-            auth_request /_auth;
-            auth_request_set $employee $upstream_http_x_employee_id;
-            auth_request_set $decision $upstream_http_x_decision_id;
-            proxy_set_header X-Employee-Id $employee;
-            proxy_set_header X-Decision-Id $decision;
-            proxy_pass http://app;
-        }}
-    }}
+{site}
 }}
 """
+
+
+def documented_site(docs: Path = DOCS) -> str:
+    """The ``## nginx`` configuration block of docs/forward-auth.md, verbatim."""
+    found = _DOC_BLOCK.search(docs.read_text(encoding="utf-8"))
+    if found is None:
+        raise ValueError(f"{docs}: no ```nginx block under '## nginx'")
+    return found.group("body")
+
+
+def _substitute(text: str, old: str, new: str) -> str:
+    if text.count(old) != 1:
+        raise ValueError(f"the documented nginx block must contain {old!r} exactly once")
+    return text.replace(old, new)
+
+
+def site_config(*, host: str, port: int, auth_port: int, upstream_port: int, auth_path: str) -> str:
+    """The documented block with only its addresses changed (listen, the two upstreams, the path)."""
+    site = documented_site()
+    site = _substitute(site, "listen 80;", f"listen {host}:{port};")
+    site = _substitute(site, "server 127.0.0.1:8181;", f"server {host}:{auth_port};")
+    site = _substitute(site, "server 127.0.0.1:8080;", f"server {host}:{upstream_port};")
+    site = _substitute(site, "proxy_pass http://sidecar/v1/forward-auth;", f"proxy_pass http://sidecar{auth_path};")
+    return "\n".join(f"    {line}" if line else "" for line in site.splitlines())
 
 
 class NginxHarness:
@@ -250,15 +246,14 @@ class NginxHarness:
 
     def config_text(self) -> str:
         user = "user root;\n" if os.geteuid() == 0 else ""
-        return CONFIG.format(
-            user=user,
-            prefix=self.workdir,
+        site = site_config(
             host=HOST,
             port=self.port,
             auth_port=self.auth_port,
             upstream_port=self.upstream_port,
             auth_path=self.auth_path,
         )
+        return MAIN.format(user=user, prefix=self.workdir, site=site)
 
     def start(self, timeout: float = 10.0, attempts: int = 3) -> NginxHarness:
         (self.workdir / "tmp").mkdir(parents=True, exist_ok=True)

@@ -30,3 +30,28 @@ def test_effective_rights_follow_the_domain_rule(here, chain_roles, allow, deny,
     expected -= set(deny) | set(chain_deny)
     held = {r for r in CATALOGUE if decide(by_location["l-1"], "e-1", "l-1", r, mfa=True).allowed}
     assert held == expected
+
+
+membership = st.fixed_dictionaries({"roles": roles, "allow": rights, "deny": rights})
+
+
+@settings(max_examples=40, deadline=None)
+@given(people=st.lists(st.tuples(st.sampled_from(["l-1", "l-2"]), membership), min_size=1, max_size=8),
+       chain_wide=st.lists(membership, max_size=3))
+def test_shared_shapes_answer_exactly_as_casbin_per_employee(people, chain_wide) -> None:
+    """Rights are computed once per shape; each member still gets casbin's own answer."""
+    spec = {
+        "chains": [{"id": "ch-1"}],
+        "locations": [{"id": "l-1", "chain": "ch-1"}, {"id": "l-2", "chain": "ch-1"}],
+        "employees": [{"id": f"e-{i}"} for i in range(len(people) + len(chain_wide))],
+        "memberships": [{"location": loc, "employee": f"e-{i}", **m} for i, (loc, m) in enumerate(people)],
+        "chain_memberships": [{"chain": "ch-1", "employee": f"e-{len(people) + i}", **m}
+                              for i, m in enumerate(chain_wide)],
+    }
+    engine = engines(spec)["l-1"]
+    oracle = engine.build_casbin()  # a fresh, complete casbin model of the tenant
+    for employee in engine.directory.members():
+        for location in ("l-1", "l-2"):
+            if engine.directory.is_member(employee, location):
+                expected = {r for r in CATALOGUE if oracle.enforce(employee, location, *r.split(":", 1))}
+                assert engine.rights(employee, location) == expected

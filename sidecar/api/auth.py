@@ -10,23 +10,29 @@ from flask import g, request
 
 from sidecar.errors import Forbidden, Unauthorized
 from sidecar.runtime import current_runtime
+from sidecar.tokens import Token, TokenFile
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def authorize(tokens: TokenFile, header: str | None, scope: str) -> Token:
+    kind, _, presented = (header or "").partition(" ")
+    presented = presented.strip()
+    if kind.lower() != "bearer" or not presented:
+        raise Unauthorized("a bearer token is required")
+    token = tokens.authenticate(presented)
+    if token is None:
+        raise Unauthorized("unknown token")
+    if scope not in token.scopes:
+        raise Forbidden(f"this token lacks the {scope!r} scope", scope=scope)
+    return token
 
 
 def require_scope(scope: str) -> Callable[[F], F]:
     def decorate(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            header = request.headers.get("Authorization", "")
-            kind, _, presented = header.partition(" ")
-            if kind.lower() != "bearer" or not presented.strip():
-                raise Unauthorized("a bearer token is required")
-            token = current_runtime().tokens.authenticate(presented.strip())
-            if token is None:
-                raise Unauthorized("unknown token")
-            if scope not in token.scopes:
-                raise Forbidden(f"this token lacks the {scope!r} scope", scope=scope)
+            token = authorize(current_runtime().tokens, request.headers.get("Authorization"), scope)
             g.token_name = token.name
             return view(*args, **kwargs)
 

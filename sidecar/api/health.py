@@ -9,6 +9,7 @@ from flask import Blueprint, Response
 from sidecar import metrics
 from sidecar.api.auth import require_scope
 from sidecar.api.io import reply
+from sidecar.errors import PolicyInvalid
 from sidecar.openapi import document
 from sidecar.runtime import current_runtime
 
@@ -44,6 +45,6 @@ def openapi() -> Any:
 def reload_policies() -> Any:
     """Reload ``policies/`` in this worker now (others notice the change within policy_poll_s)."""
     runtime = current_runtime()
-    ok = runtime.reload_policies()
-    body = {"reloaded": ok, "fingerprint": runtime.bundle.fingerprint, "error": runtime.policy_error}
-    return reply(body, 200 if ok else 422)
+    if not runtime.reload_policies():
+        raise PolicyInvalid(runtime.policy_error or "policy reload failed; the last good policy stays")
+    return reply({"reloaded": True, "fingerprint": runtime.bundle.fingerprint})

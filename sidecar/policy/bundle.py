@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from sidecar.forward_auth.routes import RouteTable, load_routes
 from sidecar.policy.catalogue import Catalogue, RoleTemplate, load_catalogue, load_role_templates
 from sidecar.policy.files import PolicyFileError
 
@@ -22,6 +23,7 @@ class PolicyBundle:
     model_text: str
     catalogue: Catalogue
     templates: dict[str, RoleTemplate]
+    routes: RouteTable
     fingerprint: str
 
     @property
@@ -52,7 +54,8 @@ def load_bundle(directory: Path) -> PolicyBundle:
     _check_model(model_file, model_text)
     catalogue = load_catalogue(directory / "catalogue.yaml")
     templates = load_role_templates(directory / "roles.yaml", catalogue)
-    return PolicyBundle(directory, model_text, catalogue, templates, stamp)
+    routes = load_routes(directory / "routes.yaml", catalogue.names())
+    return PolicyBundle(directory, model_text, catalogue, templates, routes, stamp)
 
 
 def _check_model(file: Path, text: str) -> None:

@@ -25,10 +25,13 @@ import casbin
 from casbin.model import FastModel
 
 from sidecar.policy.bundle import PolicyBundle
-from sidecar.policy.directory import CHAIN_SCOPE, TenantDirectory
+from sidecar.policy.directory import CHAIN_SCOPE, Membership, TenantDirectory
 from sidecar.policy.files import PolicyFileError
 
 ALL_LOCATIONS = "*"
+Shape = tuple[str, tuple[tuple[str, ...], ...] | None, tuple[tuple[str, ...], ...] | None]
+_NONE: frozenset[str] = frozenset()
+_INTERNED: dict[frozenset[str], frozenset[str]] = {}
 _REQUIRED = {"request_definition": 4, "policy_definition": 5, "role_definition": None,
              "policy_effect": None, "matchers": None}
 # casbin's constructor silences its own loggers; we keep it quiet the same way, once, here.
@@ -92,18 +95,42 @@ class Evidence:
 
 
 class TenantEngine:
-    """One tenant's casbin model and its cache of effective rights per (employee, location)."""
+    """One tenant's casbin model and its cache of effective rights per (employee, location).
+
+    Two members with the same *shape* at a location (the same roles and overrides there and
+    chain-wide) hold the same rights: casbin's answer depends on nothing else. So casbin is
+    asked once per shape, each distinct set of rights is kept once per process, and the casbin
+    model itself (the bulk of a tenant's memory) is built only while some shape is still
+    unanswered, then let go.
+    """
 
     def __init__(self, bundle: PolicyBundle, directory: TenantDirectory,
                  reuse: TenantEngine | None = None, changed_employees: Iterable[str] = ()) -> None:
         self.bundle = bundle
         self.directory = directory
         self._lock = threading.Lock()
-        self._enforcer = self._build()
+        self._enforcer: casbin.FastEnforcer | None = None
         self._rights: dict[tuple[str, str], frozenset[str]] = {}
+        self._by_shape: dict[Shape, frozenset[str]] = {}
         if reuse is not None and reuse.bundle is bundle:
             changed = set(changed_employees)
             self._rights = {k: v for k, v in reuse._rights.items() if k[0] not in changed}
+            self._by_shape = dict(reuse._by_shape)  # role definitions did not change, so shapes still hold
+        self._unanswered = self._shapes() - set(self._by_shape)
+
+    def _shape(self, employee: str, location: str) -> Shape:
+        return (location, _grants(self.directory.memberships.get((employee, location))),
+                _grants(self.directory.chain_memberships.get(employee)))
+
+    def _shapes(self) -> set[Shape]:
+        d = self.directory
+        pairs = set(d.memberships) | {(e, loc) for e in d.chain_memberships for loc in d.locations}
+        return {self._shape(employee, location) for employee, location in pairs}
+
+    def _casbin(self) -> casbin.FastEnforcer:
+        if self._enforcer is None:
+            self._enforcer = self.build_casbin()
+        return self._enforcer
 
     # -- building the model --------------------------------------------------------------
     def _subject(self, role: str, scope: str) -> str | None:
@@ -113,7 +140,8 @@ class TenantEngine:
         kind, name = found
         return _template_subject(name) if kind == "template" else _custom_subject(kind, name)
 
-    def _build(self) -> casbin.FastEnforcer:
+    def build_casbin(self) -> casbin.FastEnforcer:
+        """A complete, fresh casbin model of the tenant (also the oracle of tests and benchmarks)."""
         d = self.directory
         p_lines: list[list[str]] = []
         g_lines: list[list[str]] = []
@@ -146,7 +174,7 @@ class TenantEngine:
         enforcer.build_role_links()
         return enforcer
 
-    def _membership_lines(self, employee: str, locations: list[str], scope: str, membership: Any,
+    def _membership_lines(self, employee: str, locations: list[str], scope: str, membership: Membership,
                           p_lines: list[list[str]], g_lines: list[list[str]]) -> None:
         domain = ALL_LOCATIONS if scope == CHAIN_SCOPE else scope
         for role in membership.roles:
@@ -166,18 +194,29 @@ class TenantEngine:
         if cached is not None:
             return cached
         if not self.directory.is_member(employee, location):
-            return frozenset()
-        candidates = self._candidates(employee, location)
-        with self._lock:  # casbin's role manager is not safe for concurrent first lookups
-            held = frozenset(r for r in candidates if self._enforcer.enforce(employee, location, *r.split(":", 1)))
+            return _NONE
+        shape = self._shape(employee, location)
+        held = self._by_shape.get(shape)
+        if held is None:
+            with self._lock:  # casbin's role manager is not safe for concurrent first lookups
+                held = self._by_shape.get(shape)
+                if held is None:
+                    enforcer = self._casbin()
+                    candidates = self._candidates(enforcer, employee, location)
+                    held = _intern(frozenset(
+                        r for r in candidates if enforcer.enforce(employee, location, *r.split(":", 1))))
+                    self._by_shape[shape] = held
+                    self._unanswered.discard(shape)
+                    if not self._unanswered:
+                        self._enforcer = None  # every member is answered: casbin's memory can go
         self._rights[key] = held
         return held
 
-    def _candidates(self, employee: str, location: str) -> list[str]:
+    def _candidates(self, enforcer: casbin.FastEnforcer, employee: str, location: str) -> list[str]:
         """Rights some allow line could grant (casbin decides; this only skips hopeless asks)."""
-        roles = self._enforcer.get_implicit_roles_for_user(employee, location)
+        roles = enforcer.get_implicit_roles_for_user(employee, location)
         subjects = {employee, *roles}
-        policy = self._enforcer.get_policy()
+        policy = enforcer.get_policy()
         found = {f"{p[2]}:{p[3]}" for p in policy
                  if p[0] in subjects and p[4] == "allow" and p[1] in (ALL_LOCATIONS, location)}
         return sorted(r for r in found if r in self.bundle.catalogue)
@@ -195,15 +234,25 @@ class TenantEngine:
             allow.extend(r for r in membership.allow if r == right)
             deny.extend(r for r in membership.deny if r == right)
         with self._lock:
-            implicit = self._enforcer.get_implicit_roles_for_user(employee, location)
+            enforcer = self._enforcer or self.build_casbin()  # explanations are rare: no need to keep it
+            implicit = enforcer.get_implicit_roles_for_user(employee, location)
             matched: list[str] = []
             if right in self.bundle.catalogue and d.is_member(employee, location):
-                _, matched = self._enforcer.enforce_ex(employee, location, *right.split(":", 1))
+                _, matched = enforcer.enforce_ex(employee, location, *right.split(":", 1))
         for subject in implicit:
             name = subject.removeprefix("role:")
             if not any(r["role"] == name.split("/")[-1] for r in roles):
                 roles.append({"role": name.split("/")[-1], "scope": "inherited"})
         return Evidence(roles=roles, allow=allow, deny=deny, matched_rule=list(matched))
+
+
+def _grants(membership: Membership | None) -> tuple[tuple[str, ...], ...] | None:
+    return None if membership is None else (membership.roles, membership.allow, membership.deny)
+
+
+def _intern(rights: frozenset[str]) -> frozenset[str]:
+    """One object per distinct set of rights in the process (a handful, shared by thousands)."""
+    return _INTERNED.setdefault(rights, rights)
 
 
 def _unique(lines: list[list[str]]) -> list[list[str]]:

@@ -52,40 +52,50 @@ class Replica:
         self.position = "0-0"
         self.connected = False
         self._thread: threading.Thread | None = None
+        self._follower: redis.Redis | None = None
         self._stop = threading.Event()
 
     # -- following the change log ------------------------------------------------------------
     def start(self) -> None:
-        """Start following the change log (call after the fork, once per worker)."""
-        if self._thread is not None:
-            return
+        """Start following the change log from its end (call after the fork, once per worker)."""
         try:
-            self.position = self.store.last_change()
+            position = self.store.last_change()
             self.connected = True
         except StoreUnavailable:
-            self.connected = False
+            position, self.connected = self.position, False
+        self.start_from(position)
+
+    def start_from(self, position: str) -> None:
+        """Follow the change log from ``position`` (a restarted follower resumes where it stopped)."""
+        if self._thread is not None:
+            return
+        self.position = position
         self._thread = threading.Thread(target=self._follow, name="sidecar-replica", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        if self._follower is not None:
+            self._follower.connection_pool.disconnect()  # ends a blocked XREAD now, not at its timeout
         if self._thread is not None:
             self._thread.join(timeout=5)
 
     def _follow(self) -> None:
-        client = connect(self._redis_url, timeout_s=5.0)
+        client = self._follower = connect(self._redis_url, timeout_s=5.0)
         backoff = 0.05
         while not self._stop.is_set():
             try:
                 if not self.connected:
                     self._resume(client)
-                reply = client.xread({CHANGES_STREAM: self.position}, count=500, block=1000)
+                reply = client.xread({CHANGES_STREAM: self.position}, count=500, block=250)
                 self.connected = True
                 backoff = 0.05
                 for _stream, entries in reply or []:
                     for entry_id, fields in entries:
                         self._apply(entry_id.decode(), fields)
-            except (redis.RedisError, OSError) as exc:
+            except Exception as exc:  # the follower must outlive any failure; stop() closes its socket too
+                if self._stop.is_set():
+                    break
                 if self.connected:
                     log.warning("change_log_disconnected", error=type(exc).__name__)
                 self.connected = False

@@ -1,0 +1,154 @@
+"""Billing (scope ``billing``): paid seats now, a preview of changes, and their history.
+
+Routes: ``GET /v1/billing/seats``, ``POST /v1/billing/seats/preview``,
+``GET /v1/billing/seats/history``; each takes exactly one of ``chain`` / ``location``.
+
+``init_app(app)`` registers the blueprint and the seat recorder, a ``Runtime.after_write``
+listener: after a committed write it waits until this replica applied the write's revision,
+counts the seats of every scope of each tenant the write touched (from the replica's engines,
+so cached rights are reused) and hands them to :class:`SeatHistory`, which records each change
+once whatever the number of replicas doing the same. A failure there never fails the write
+(it is committed): it is logged, and the next write or history read of the scope records it.
+A history read first brings its scope's record up to the current revision for the same reason.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+import structlog
+from flask import Blueprint, Flask, current_app, request
+
+from sidecar import metrics
+from sidecar.api.auth import require_scope
+from sidecar.api.io import json_body, reply
+from sidecar.errors import BadRequest, NotFound, SidecarError
+from sidecar.policy.directory import chain_tenant, check_id
+from sidecar.policy.engine import TenantEngine
+from sidecar.policy.seats import Scope, SeatCounter, check_rule, count_seats, preview
+from sidecar.runtime import Runtime, WriteRecord, current_runtime
+from sidecar.store.replica import parse_revision
+from sidecar.store.seat_history import SeatHistory, rfc3339
+
+bp = Blueprint("billing", __name__)
+log = structlog.get_logger("sidecar.billing")
+
+
+def init_app(app: Flask) -> None:
+    runtime: Runtime = app.extensions["sidecar"]
+    app.extensions["sidecar.seats"] = SeatHistory(runtime.redis)
+    runtime.after_write.append(SeatRecorder(runtime, app.extensions["sidecar.seats"]))
+    app.register_blueprint(bp)
+
+
+class SeatRecorder:
+    """The after_write listener: record the seat changes a write caused, in every scope it touched."""
+
+    def __init__(self, runtime: Runtime, history: SeatHistory) -> None:
+        self.runtime = runtime
+        self.history = history
+
+    def __call__(self, record: WriteRecord) -> None:
+        try:
+            self.runtime.replica.wait_for(record.revision, self.runtime.settings.min_revision_wait_s)
+            for tenant in record.tenants:
+                if tenant == "_":  # a write that touched no tenant (an employee with no memberships)
+                    continue
+                engine = self.runtime.replica.engine(tenant)
+                if parse_revision(engine.directory.revision) < parse_revision(record.revision):
+                    log.warning("seat_history_deferred", revision=record.revision, tenant=tenant,
+                                error="the tenant could not be reloaded at this revision")
+                    continue
+                changes = self.history.record(SeatCounter(engine, self.runtime.settings.billing_rule).count_all())
+                if changes:
+                    metrics.SEAT_CHANGES.inc(changes)
+        except (SidecarError, redis.RedisError) as exc:
+            log.warning("seat_history_deferred", revision=record.revision, tenants=list(record.tenants),
+                        error=getattr(exc, "message", type(exc).__name__))
+
+
+# -- reading the request ---------------------------------------------------------------------
+def _scope(values: Any) -> Scope:
+    chain, location = values.get("chain"), values.get("location")
+    if (chain is None) == (location is None):
+        raise BadRequest("name exactly one of chain or location", fields=["chain", "location"])
+    return Scope("chain", check_id(chain, "chain")) if chain is not None else \
+        Scope("location", check_id(location, "location"))
+
+
+def _rule(runtime: Runtime) -> str:
+    return check_rule(request.args.get("rule", runtime.settings.billing_rule))
+
+
+def _engine(runtime: Runtime, scope: Scope) -> TenantEngine:
+    if scope.kind == "location":
+        engine = runtime.replica.engine_for_location(scope.id)
+        if engine is None:
+            raise NotFound(f"location {scope.id} does not exist", location=scope.id)
+        return engine
+    if runtime.directory.chain(scope.id) is None:
+        raise NotFound(f"chain {scope.id} does not exist", chain=scope.id)
+    return runtime.replica.engine(chain_tenant(scope.id))
+
+
+def _time_ms(name: str, default: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an RFC 3339 time such as 2026-01-31T00:00:00Z", field=name) from None
+    if moment.tzinfo is None:
+        raise BadRequest(f"{name} must carry a time zone (Z or +hh:mm)", field=name)
+    return max(0, int(moment.timestamp() * 1000))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# -- routes ----------------------------------------------------------------------------------
+@bp.get("/v1/billing/seats")
+@require_scope("billing")
+def seats() -> Any:
+    runtime = current_runtime()
+    scope = _scope(request.args)
+    rule = _rule(runtime)
+    return reply(count_seats(_engine(runtime, scope), scope, rule).to_json(_now()))
+
+
+@bp.post("/v1/billing/seats/preview")
+@require_scope("billing")
+def seats_preview() -> Any:
+    runtime = current_runtime()
+    body = json_body()
+    extra = sorted(set(body) - {"chain", "location", "changes"})
+    if extra:
+        raise BadRequest(f"unexpected fields {extra}", fields=extra)
+    scope = _scope(body)
+    rule = _rule(runtime)
+    before, after, changed = preview(_engine(runtime, scope), scope, rule, body.get("changes"),
+                                     runtime.directory.employee)
+    return reply({"scope": scope.to_json(), "rule": rule, "revision": before.revision,
+                  "paid_seats_before": before.paid_seats, "paid_seats_after": after.paid_seats,
+                  "changed": [c.to_json() for c in changed]})
+
+
+@bp.get("/v1/billing/seats/history")
+@require_scope("billing")
+def seats_history() -> Any:
+    runtime = current_runtime()
+    scope = _scope(request.args)
+    since = _time_ms("since", 0)
+    until = _time_ms("until", int(time.time() * 1000))
+    if until < since:
+        raise BadRequest("until is before since", fields=["since", "until"])
+    history: SeatHistory = current_app.extensions["sidecar.seats"]
+    # catch up first: a write whose recording was lost (a crash) is recorded now, at its revision
+    history.record([count_seats(_engine(runtime, scope), scope, runtime.settings.billing_rule)])
+    found = history.history(scope, since, until)
+    return reply({"scope": scope.to_json(), "since": rfc3339(since), "until": rfc3339(until), **found.to_json()})

@@ -1,0 +1,261 @@
+"""Audit events in, the Security section out.
+
+``POST /v1/audit/events`` (scope ``audit``): an upstream service reports what it saw happen;
+202 ``{"id"}`` only once the event is durable, else 503.
+
+``GET /v1/locations/{location}/security-events`` and ``GET /v1/chains/{chain}/security-events``
+(scope ``security``): the log newest first, filtered, paged by an opaque cursor (the position
+in the log, so new events never shift a page), or ``format=csv`` streamed page by page. The
+``viewer`` must hold ``security_log:read`` (``security_log:export`` for CSV) at the location, or
+for a chain at every one of its locations; each look, and each refusal, is itself an event.
+
+Imports: Flask, the api helpers, :mod:`sidecar.audit`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from flask import Blueprint, Response, g, request
+
+from sidecar import audit
+from sidecar.api.auth import require_scope
+from sidecar.api.io import ids, json_body, reply
+from sidecar.errors import BadRequest, Forbidden, NotFound
+from sidecar.policy.directory import chain_tenant, check_id
+from sidecar.runtime import Runtime, current_runtime
+
+bp = Blueprint("security", __name__)
+
+MAX_LIMIT, DEFAULT_LIMIT = 500, 100
+SCAN_BUDGET = 20_000  # log entries one JSON page may examine; past it the page ends early with a cursor
+CSV_ROWS_PER_CHUNK = 500
+_NAME = re.compile(r"^[A-Za-z0-9:._-]{1,64}$")
+_OUTCOME = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
+_CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
+_EVENT_FIELDS = ("id", "time", "location", "chain", "employee", "action", "category", "outcome", "object",
+                 "device", "ip", "request_id", "details", "prev_hash", "hash")
+_BODY_FIELDS = {"location", "chain", "employee", "action", "outcome", "category", "object", "device", "ip",
+                "request_id", "details"}
+MAX_DETAILS_BYTES = 16 * 1024
+
+
+# -- events in ----------------------------------------------------------------------------------
+@bp.post("/v1/audit/events")
+@require_scope("audit")
+def report_event() -> Any:
+    body = json_body()
+    extra = sorted(set(body) - _BODY_FIELDS)
+    if extra:
+        raise BadRequest(f"unexpected fields {extra}", fields=extra)
+    location = None if body.get("location") is None else check_id(body["location"], "location")
+    chain = None if body.get("chain") is None else check_id(body["chain"], "chain")
+    if location is None and chain is None:
+        raise BadRequest("location (or chain) is required", field="location")
+    employee = None if body.get("employee") is None else check_id(body["employee"], "employee")
+    action = _matching(body.get("action"), _NAME, "action")
+    outcome = _matching(body.get("outcome"), _OUTCOME, "outcome")
+    category = body.get("category") or audit.category_of(action)
+    if category not in audit.CATEGORIES:
+        raise BadRequest(f"category must be one of {', '.join(audit.CATEGORIES)}", field="category")
+    details = _object(body, "details")
+    if details is not None and len(orjson.dumps(details)) > MAX_DETAILS_BYTES:
+        raise BadRequest(f"details must be at most {MAX_DETAILS_BYTES} bytes of JSON", field="details")
+    event_id = audit.emit(current_runtime(), category=category, action=action, outcome=outcome, employee=employee,
+                          location=location, chain=chain, object=_flat(body, "object"), device=_flat(body, "device"),
+                          ip=_text(body, "ip", 64), request_id=_text(body, "request_id", 128) or g.get("request_id"),
+                          details=details)
+    return reply({"id": event_id}, 202)
+
+
+def _matching(value: object, pattern: re.Pattern[str], name: str) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        raise BadRequest(f"{name} is required: {pattern.pattern}", field=name)
+    return value
+
+
+def _text(body: dict[str, Any], name: str, limit: int) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > limit or not value.isprintable():
+        raise BadRequest(f"{name} must be a printable string of at most {limit} characters", field=name)
+    return value
+
+
+def _object(body: dict[str, Any], name: str) -> dict[str, Any] | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, dict):
+        raise BadRequest(f"{name} must be an object", field=name)
+    return value
+
+
+def _flat(body: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """A small object of scalar fields (``object``, ``device``)."""
+    value = _object(body, name)
+    if value is None:
+        return None
+    if len(value) > 16 or not all(isinstance(v, str | int | bool | None) and len(str(v)) <= 512
+                                  for v in value.values()):
+        raise BadRequest(f"{name} must hold at most 16 fields of short strings or numbers", field=name)
+    return value
+
+
+# -- the Security section -------------------------------------------------------------------------
+@bp.get("/v1/locations/<location>/security-events")
+@require_scope("security")
+def location_events(location: str) -> Any:
+    ids(location=location)
+    runtime = current_runtime()
+    engine = runtime.replica.engine_for_location(location)
+    if engine is None:
+        raise NotFound(f"location {location} does not exist")
+    in_chain = engine.directory.tenant.startswith("c:")
+    return _answer(runtime, engine.directory.tenant, [location], location=location,
+                   chain=engine.directory.chain.id if in_chain and engine.directory.chain else None,
+                   only_location=location if in_chain else None)
+
+
+@bp.get("/v1/chains/<chain>/security-events")
+@require_scope("security")
+def chain_events(chain: str) -> Any:
+    ids(chain=chain)
+    runtime = current_runtime()
+    if runtime.directory.chain(chain) is None:
+        raise NotFound(f"chain {chain} does not exist")
+    locations = sorted(runtime.replica.engine(chain_tenant(chain)).directory.locations)
+    return _answer(runtime, chain_tenant(chain), locations, location=None, chain=chain, only_location=None)
+
+
+def _answer(runtime: Runtime, log_id: str, locations: list[str], *, location: str | None, chain: str | None,
+            only_location: str | None) -> Any:
+    args = request.args
+    viewer = check_id(args.get("viewer"), "viewer")
+    as_csv = args.get("format", "json") == "csv"
+    if args.get("format", "json") not in ("json", "csv"):
+        raise BadRequest("format must be json or csv", field="format")
+    query = _query(only_location)
+    limit = _limit()
+    right = "security_log:export" if as_csv else "security_log:read"
+    refusal = _refusal(runtime, viewer, locations, right)
+    audit.emit(runtime, category="export" if as_csv else "security", action=right,
+               outcome="denied" if refusal else "allowed", employee=viewer, location=location, chain=chain,
+               request_id=g.get("request_id"),
+               details={"filters": {k: v for k, v in args.items() if k not in ("viewer", "format")},
+                        "format": "csv" if as_csv else "json", "reason": refusal})
+    if refusal:
+        raise Forbidden(f"{viewer} may not see this security log: {right} is required", reason=refusal, right=right)
+    auditor = audit.auditor_for(runtime)
+    if as_csv:
+        rows = _csv(auditor.events(log_id, query, scan_budget=None))
+        name = f"security-events-{location or chain}.csv"
+        return Response(rows, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    events: list[dict[str, Any]] = []
+    next_cursor = None
+    for event in auditor.events(log_id, query, scan_budget=SCAN_BUDGET):
+        if event.get("_exhausted"):
+            next_cursor = event["_sid"]
+            break
+        if len(events) == limit:  # one more match exists: the page is full and there is a next one
+            next_cursor = events[-1]["_sid"]
+            break
+        events.append(event)
+    return reply({"events": [_public(e) for e in events], "next_cursor": next_cursor})
+
+
+def _refusal(runtime: Runtime, viewer: str, locations: list[str], right: str) -> str | None:
+    """Why the viewer may not look (None: they may). MFA is the calling app's to require."""
+    if not locations:
+        return "no_locations"
+    for place in locations:
+        decision = runtime.decide(viewer, place, right, mfa=True)
+        if not decision.allowed:
+            return decision.reason if len(locations) == 1 else f"{decision.reason} at {place}"
+    return None
+
+
+def _query(only_location: str | None) -> audit.Query:
+    args = request.args
+    category = args.get("category")
+    if category is not None and category not in audit.CATEGORIES:
+        raise BadRequest(f"category must be one of {', '.join(audit.CATEGORIES)}", field="category")
+    employee = args.get("employee")
+    if employee is not None:
+        check_id(employee, "employee")
+    action = args.get("action")
+    if action is not None:
+        _matching(action, _NAME, "action")
+    cursor = args.get("cursor")
+    if cursor is not None and not _CURSOR.match(cursor):
+        raise BadRequest("cursor is not one this API gave out", field="cursor")
+    since, since_ms = _instant("since")
+    until, _ = _instant("until")
+    return audit.Query(category=category, employee=employee, action=action, location=only_location,
+                       since=since, until=until, since_ms=since_ms, cursor=cursor)
+
+
+def _instant(name: str) -> tuple[str | None, int | None]:
+    raw = request.args.get(name)
+    if raw is None:
+        return None, None
+    try:
+        moment = datetime.fromisoformat(raw.replace("z", "Z"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None or "T" not in raw.upper():
+        raise BadRequest(f"{name} must be an RFC 3339 time with an offset, e.g. 2025-01-31T09:00:00Z", field=name)
+    moment = moment.astimezone(UTC)
+    text = f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+    return text, int(moment.timestamp() * 1000)
+
+
+def _limit() -> int:
+    raw = request.args.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}", field="limit")
+    return int(raw)
+
+
+def _public(event: dict[str, Any]) -> dict[str, Any]:
+    return {name: event.get(name) for name in _EVENT_FIELDS}
+
+
+# -- CSV --------------------------------------------------------------------------------------------
+CSV_COLUMNS = ("id", "time", "location", "chain", "employee", "category", "action", "outcome", "object_type",
+               "object_id", "device_id", "device_name", "device_platform", "device_user_agent", "ip",
+               "request_id", "details", "prev_hash", "hash")
+
+
+def _csv(events: Iterator[dict[str, Any]]) -> Iterator[str]:
+    """Rows in chunks; events come from Redis a page at a time, so memory stays flat."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for rows, event in enumerate(events, 1):
+        obj, device = event.get("object") or {}, event.get("device") or {}
+        details = event.get("details")
+        writer.writerow([_cell(v) for v in (
+            event.get("id"), event.get("time"), event.get("location"), event.get("chain"), event.get("employee"),
+            event.get("category"), event.get("action"), event.get("outcome"), obj.get("type"), obj.get("id"),
+            device.get("id"), device.get("name"), device.get("platform"), device.get("user_agent"), event.get("ip"),
+            event.get("request_id"), orjson.dumps(details).decode() if details is not None else None,
+            event.get("prev_hash"), event.get("hash"))])
+        if rows % CSV_ROWS_PER_CHUNK == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _cell(value: Any) -> str:
+    """A spreadsheet must not run a cell as a formula (CSV injection): such text gets a leading '."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

@@ -1,0 +1,164 @@
+"""The two-step flows: start a challenge, verify a code, answer a push, register a phone.
+
+:class:`TwoStep` is what the web layer calls. It checks the employee in the directory, sends
+through the channel, and records every step in the trail. Its clock ``now`` (seconds since
+the epoch) is a plain attribute so tests move time instead of sleeping.
+
+The key of the code hashes is ``SIDECAR_MFA_SECRET``; when it is unset, a random key is
+created once in Redis (``sidecar:mfa:key``, SET NX) so that every replica shares it. Setting
+the variable keeps the key out of the store that holds the hashes (recommended).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sidecar.errors import ChannelUnavailable, Conflict, Forbidden, InvalidCode, Locked, NotFound
+from sidecar.mfa import codes, trail
+from sidecar.mfa.challenges import CODE_TTL_S, Challenge, ChallengeStore, Outcome
+from sidecar.mfa.devices import Device, DeviceStore
+from sidecar.mfa.email import CodeMessage, EmailChannel, SmtpTarget
+from sidecar.mfa.push import PushOutbox
+from sidecar.store.directory import translated_errors
+
+KEY_IN_REDIS = "sidecar:mfa:key"
+_OUTCOMES = {"verified": "success", "failed": "failure", "locked": "failure", "approved": "success",
+             "denied": "denied"}
+
+
+def rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def describe_device(device: dict[str, str]) -> str:
+    name = device.get("name") or device.get("id") or device.get("user_agent") or "an unknown device"
+    platform = device.get("platform")
+    return f"{name} ({platform})" if platform else name
+
+
+class TwoStep:
+    def __init__(self, runtime: Any, now: Callable[[], float] = time.time) -> None:
+        self.runtime = runtime
+        self.now = now
+        settings = runtime.settings
+        self._key: str | None = settings.mfa_secret
+        self.product = settings.product_name
+        self.challenges = ChallengeStore(runtime.redis, self._secret, lambda: self.now())
+        self.devices = DeviceStore(runtime.redis)
+        self.outbox = PushOutbox(runtime.redis)
+        self.email = EmailChannel(SmtpTarget.from_url(settings.smtp_url)) if settings.smtp_url else None
+
+    def _secret(self) -> str:
+        if self._key is None:
+            with translated_errors():
+                self.runtime.redis.set(KEY_IN_REDIS, codes.new_secret(), nx=True)
+                self._key = self.runtime.redis.get(KEY_IN_REDIS).decode()
+        return self._key
+
+    # -- challenges ------------------------------------------------------------------------
+    def start(self, employee: str, channel: str, device: dict[str, str], ip: str | None,
+              request_id: str | None = None) -> Challenge:
+        person = self.runtime.directory.employee(employee)
+        if person is None:
+            raise NotFound(f"employee {employee} does not exist", employee=employee)
+        if not person.active:
+            raise Conflict(f"employee {employee} is inactive", reason="employee_inactive")
+        if channel == "email":
+            challenge = self._start_email(employee, person.email, device, ip)
+        else:
+            challenge = self._start_push(employee, device, ip)
+        trail.record(self.runtime, action="mfa_challenge_sent", outcome="success", employee=employee,
+                     device=device, ip=ip, object=_object(challenge), request_id=request_id,
+                     details={"channel": channel, "expires_at": rfc3339(challenge.expires_at)})
+        return challenge
+
+    def _start_email(self, employee: str, email: str | None, device: dict[str, str], ip: str | None) -> Challenge:
+        if self.email is None:
+            raise ChannelUnavailable("the email channel is disabled: SIDECAR_SMTP_URL is not set",
+                                     channel="email", reason="disabled")
+        if not email:
+            raise Conflict(f"employee {employee} has no email address", reason="no_email")
+        code = codes.new_code()
+        challenge = self.challenges.create(employee, "email", device, ip, code)
+        message = CodeMessage(product=self.product, recipient=email, code=code, device=describe_device(device),
+                              ip=ip or "unknown", expires_at=rfc3339(challenge.expires_at),
+                              minutes=CODE_TTL_S // 60)
+        try:
+            self.email.send(message)
+        except ChannelUnavailable:
+            self.challenges.discard(challenge.id)
+            raise
+        return challenge
+
+    def _start_push(self, employee: str, device: dict[str, str], ip: str | None) -> Challenge:
+        phones = self.devices.all(employee)
+        if not phones:
+            raise Conflict(f"employee {employee} has no registered device", reason="no_registered_device")
+        challenge = self.challenges.create(employee, "push", device, ip, None)
+        self.outbox.publish(challenge_id=challenge.id, employee=employee, devices=phones, requesting_device=device,
+                            ip=ip, expires_at=rfc3339(challenge.expires_at))
+        return challenge
+
+    def verify(self, challenge_id: str, code: str, request_id: str | None = None) -> Challenge:
+        """Verified, or raise InvalidCode (with attempts_left), Locked, Expired, NotFound, Conflict."""
+        outcome = self.challenges.verify(challenge_id, code)
+        self._record(outcome, request_id)
+        challenge = outcome.challenge
+        if outcome.kind == "failed":
+            raise InvalidCode("the code is wrong", attempts_left=challenge.attempts_left)
+        if outcome.kind == "locked":
+            raise Locked("too many wrong codes: the challenge is locked; ask for a new one", attempts_left=0)
+        return challenge
+
+    def answer(self, challenge_id: str, device_id: str, approve: bool, request_id: str | None = None) -> Challenge:
+        """The mobile app's answer; only a device registered to the challenge's employee may give it."""
+        challenge = self.challenges.get(challenge_id)
+        if challenge.channel == "push" and self.devices.get(challenge.employee, device_id) is None:
+            trail.record(self.runtime, action="mfa_failed", outcome="failure", employee=challenge.employee,
+                         device=challenge.device, ip=challenge.ip, object=_object(challenge), request_id=request_id,
+                         details={"channel": "push", "reason": "unregistered_device", "answered_by": device_id})
+            raise Forbidden(f"device {device_id} is not registered to this challenge's employee",
+                            reason="unregistered_device")
+        outcome = self.challenges.answer(challenge_id, device_id, approve)
+        self._record(outcome, request_id, answered_by=device_id)
+        return outcome.challenge
+
+    def status(self, challenge_id: str) -> dict[str, Any]:
+        challenge = self.challenges.get(challenge_id)
+        return {"challenge_id": challenge.id, "status": challenge.status(self.now()), "channel": challenge.channel,
+                "employee": challenge.employee, "expires_at": rfc3339(challenge.expires_at)}
+
+    def _record(self, outcome: Outcome, request_id: str | None, **details: str) -> None:
+        challenge = outcome.challenge
+        extra: dict[str, Any] = {"channel": challenge.channel, **details}
+        if challenge.channel == "email":
+            extra["attempts"] = challenge.attempts
+        trail.record(self.runtime, action=f"mfa_{outcome.kind}", outcome=_OUTCOMES[outcome.kind],
+                     employee=challenge.employee, device=challenge.device, ip=challenge.ip,
+                     object=_object(challenge), request_id=request_id, details=extra)
+
+    # -- devices ---------------------------------------------------------------------------
+    def register_device(self, employee: str, device: Device, request_id: str | None = None) -> bool:
+        person = self.runtime.directory.employee(employee)
+        if person is None:
+            raise NotFound(f"employee {employee} does not exist", employee=employee)
+        if not person.active:
+            raise Conflict(f"employee {employee} is inactive", reason="employee_inactive")
+        created = self.devices.register(employee, device)
+        trail.record(self.runtime, action="mfa_device_registered", outcome="success", employee=employee,
+                     device={"id": device.id, "name": device.name, "platform": device.platform},
+                     request_id=request_id, details={"replaced": not created})
+        return created
+
+    def remove_device(self, employee: str, device_id: str, request_id: str | None = None) -> None:
+        if not self.devices.remove(employee, device_id):
+            raise NotFound(f"employee {employee} has no device {device_id}", employee=employee, device=device_id)
+        trail.record(self.runtime, action="mfa_device_removed", outcome="success", employee=employee,
+                     device={"id": device_id}, request_id=request_id)
+
+
+def _object(challenge: Challenge) -> dict[str, str]:
+    return {"type": "mfa_challenge", "id": challenge.id}

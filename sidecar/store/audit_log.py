@@ -1,0 +1,235 @@
+"""The durable audit log in Redis: append-only, hash-chained, one log per chain or standalone location.
+
+Layout (``T`` is a log: the tenant id ``c:<chain>`` or ``l:<standalone location>``)::
+
+    sc:audit:<T>              STREAM, one entry per event: e = canonical JSON, p = prev_hash, h = hash
+    sc:audit:<T>:meta         HASH  head (last hash), count (ever appended), floor (hash before the
+                              oldest retained entry), trimmed (entries removed by retention)
+    sc:audit:<T>:ids:<YYYYMMDD>  SET of event ids by the day of the event's time (idempotency;
+                              expires after the retention period)
+    sc:audit:logs             SET of every log that has events
+
+``hash = SHA1(prev_hash + "\\n" + e)`` where ``e`` is the event without ``prev_hash`` and
+``hash`` as compact JSON with sorted keys; the first event's ``prev_hash`` is forty zeros.
+The append is one Lua script (one round trip): it skips an id it has seen, reads the head,
+hashes with ``redis.sha1hex``, XADDs and moves the head, so appends from any number of workers
+and replicas serialise inside Redis and never fork the chain. Redis Lua has no SHA-256, which
+is why the link is SHA-1 (see docs/audit.md). Redis errors surface as ``StoreUnavailable``.
+
+Imports: redis, orjson, ``sidecar.errors`` and ``sidecar.store.directory.translated_errors``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+
+from sidecar.store.directory import translated_errors
+
+GENESIS = "0" * 40
+LOGS_KEY = "sc:audit:logs"
+PAGE = 500
+
+_APPEND = """
+if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return false end
+local prev = redis.call('HGET', KEYS[2], 'head')
+if not prev then prev = ARGV[5] end
+local h = redis.sha1hex(prev .. '\\n' .. ARGV[2])
+redis.call('XADD', KEYS[1], '*', 'e', ARGV[2], 'p', prev, 'h', h)
+redis.call('HSET', KEYS[2], 'head', h)
+redis.call('HINCRBY', KEYS[2], 'count', 1)
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+redis.call('SADD', KEYS[4], ARGV[4])
+return h
+"""
+
+# Remove entries older than ARGV[1] (a stream id), at most ARGV[2], remembering the last removed
+# hash as the floor the verifier starts from: retention is not mistaken for a deletion.
+_TRIM = """
+local old = redis.call('XRANGE', KEYS[1], '-', ARGV[1], 'COUNT', ARGV[2])
+if #old == 0 then return 0 end
+local last = old[#old]
+local fields = last[2]
+for i = 1, #fields, 2 do
+  if fields[i] == 'h' then redis.call('HSET', KEYS[2], 'floor', fields[i + 1]) end
+end
+for _, entry in ipairs(old) do redis.call('XDEL', KEYS[1], entry[1]) end
+redis.call('HINCRBY', KEYS[2], 'trimmed', #old)
+return #old
+"""
+
+
+def stream_key(log: str) -> str:
+    return f"sc:audit:{log}"
+
+
+def meta_key(log: str) -> str:
+    return f"sc:audit:{log}:meta"
+
+
+def ids_key(log: str, day: str) -> str:
+    return f"sc:audit:{log}:ids:{day}"
+
+
+def canonical(event: dict[str, Any]) -> bytes:
+    """The hashed form: every field but ``prev_hash`` and ``hash``, sorted keys, compact JSON."""
+    body = {k: v for k, v in event.items() if k not in ("prev_hash", "hash")}
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+
+
+def link(prev_hash: str, body: bytes) -> str:
+    return hashlib.sha1(prev_hash.encode() + b"\n" + body, usedforsecurity=False).hexdigest()
+
+
+@dataclass(frozen=True)
+class Appended:
+    hash: str | None  # None: the id was appended before (a replay), nothing changed
+
+    @property
+    def added(self) -> bool:
+        return self.hash is not None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    intact: bool
+    count: int
+    problem: str | None = None
+    event_id: str | None = None
+    stream_id: str | None = None
+
+
+def _entry(stream_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
+    event: dict[str, Any] = orjson.loads(fields[b"e"])
+    event["prev_hash"] = fields[b"p"].decode()
+    event["hash"] = fields[b"h"].decode()
+    event["_sid"] = stream_id.decode()
+    return event
+
+
+class AuditLog:
+    def __init__(self, client: redis.Redis, retention_days: int) -> None:
+        self.client = client
+        self.retention_days = retention_days
+        self._append = client.register_script(_APPEND)
+        self._trim = client.register_script(_TRIM)
+
+    # -- writing ------------------------------------------------------------------------------
+    def _append_args(self, log: str, event: dict[str, Any]) -> tuple[list[str], list[Any]]:
+        day = event["time"][:10].replace("-", "")
+        keys = [stream_key(log), meta_key(log), ids_key(log, day), LOGS_KEY]
+        ttl = (self.retention_days + 2) * 86400
+        return keys, [event["id"], canonical(event), ttl, log, GENESIS]
+
+    def append(self, log: str, event: dict[str, Any]) -> Appended:
+        """Append one event durably (idempotent by ``event["id"]``): one round trip."""
+        keys, args = self._append_args(log, event)
+        with translated_errors():
+            reply = self._append(keys=keys, args=args)
+        return _appended(reply)
+
+    def append_many(self, items: list[tuple[str, dict[str, Any]]]) -> list[Appended]:
+        """Several appends in one pipelined round trip (each atomic on its own, all idempotent)."""
+        if len(items) == 1:
+            return [self.append(*items[0])]
+        with translated_errors(), self.client.pipeline(transaction=False) as pipe:
+            for log, event in items:
+                keys, args = self._append_args(log, event)
+                self._append(keys=keys, args=args, client=pipe)
+            replies = pipe.execute()
+        return [_appended(reply) for reply in replies]
+
+    def trim(self, log: str, now_ms: int, batch: int = 1000) -> int:
+        """Drop entries older than the retention period (keeps the chain verifiable)."""
+        cutoff = now_ms - self.retention_days * 86_400_000
+        removed = 0
+        with translated_errors():
+            while True:
+                n = int(self._trim(keys=[stream_key(log), meta_key(log)], args=[f"({max(cutoff, 0)}-0", batch]))
+                removed += n
+                if n < batch:
+                    return removed
+
+    # -- reading ------------------------------------------------------------------------------
+    def newest_first(self, log: str, *, before: str | None = None, oldest_ms: int | None = None,
+                     batch: int = PAGE) -> Iterator[dict[str, Any]]:
+        """Events from newest to oldest, starting just below stream id ``before`` (exclusive).
+
+        Each event carries its stream id as ``_sid`` (the cursor). Reads ``batch`` entries per
+        round trip, so an export of any size never sits in memory at once.
+        """
+        upper = f"({before}" if before else "+"
+        lower = f"{oldest_ms}-0" if oldest_ms is not None else "-"
+        key = stream_key(log)
+        while True:
+            with translated_errors():
+                entries = self.client.xrevrange(key, max=upper, min=lower, count=batch)
+            for stream_id, fields in entries:
+                yield _entry(stream_id, fields)
+            if len(entries) < batch:
+                return
+            upper = f"({entries[-1][0].decode()}"
+
+    def meta(self, log: str) -> dict[str, str]:
+        with translated_errors():
+            raw = self.client.hgetall(meta_key(log))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def logs(self) -> list[str]:
+        with translated_errors():
+            return sorted(m.decode() for m in self.client.smembers(LOGS_KEY))
+
+    def verify(self, log: str, *, batch: int = 2000) -> Verdict:
+        """Walk the chain oldest first; name the first event that breaks it."""
+        meta = self.meta(log)
+        expected = meta.get("floor", GENESIS)
+        count = 0
+        last: dict[str, Any] | None = None
+        key, lower = stream_key(log), "-"
+        while True:
+            with translated_errors():
+                entries = self.client.xrange(key, min=lower, max="+", count=batch)
+            for stream_id, fields in entries:
+                sid = stream_id.decode()
+                body, prev, stored = fields.get(b"e"), fields.get(b"p", b"").decode(), fields.get(b"h", b"").decode()
+                event_id = _event_id(body)
+                if body is None:
+                    return Verdict(False, count, "entry has no event body", event_id, sid)
+                if prev != expected:
+                    return Verdict(False, count, "prev_hash does not match the previous event's hash "
+                                   "(an event before it was edited, deleted, inserted or moved)", event_id, sid)
+                if link(prev, body) != stored:
+                    return Verdict(False, count, "hash does not match the event's content (edited)", event_id, sid)
+                expected, count, last = stored, count + 1, {"id": event_id, "sid": sid}
+            if len(entries) < batch:
+                break
+            lower = f"({entries[-1][0].decode()}"
+        head = meta.get("head")
+        if head != expected and not (count == 0 and head is None):
+            where = last or {}
+            return Verdict(False, count, "the log's head does not match its last event "
+                           "(events after it were deleted, or events appended outside the log)",
+                           where.get("id"), where.get("sid"))
+        total = int(meta.get("count", 0)) - int(meta.get("trimmed", 0))
+        if total != count:
+            return Verdict(False, count, f"the log recorded {total} events but holds {count}")
+        return Verdict(True, count)
+
+
+def _event_id(body: bytes | None) -> str | None:
+    try:
+        value = orjson.loads(body) if body is not None else None
+    except orjson.JSONDecodeError:
+        return None
+    return value.get("id") if isinstance(value, dict) else None
+
+
+def _appended(reply: Any) -> Appended:
+    return Appended(reply.decode() if reply else None)
+

@@ -1,0 +1,169 @@
+"""Seat history in Redis: every change of an employee's paid status, per scope and globally.
+
+Layout (``S`` is a scope key, ``chain:<C>`` or ``location:<L>``)::
+
+    sidecar:seat-state:S        JSON {"revision", "paid": [employee, ...]}: the last recorded seats
+    sidecar:seat-changes:S      STREAM, one entry per change; the id is the write's time (see below)
+    sidecar:seat-changes        STREAM, every scope's changes, for the billing service to consume
+
+``record`` hands a freshly computed :class:`Seats` to one Lua script per scope that compares
+its revision with the recorded state's: an older or equal revision is ignored (another replica
+already recorded it, or a newer one), a newer one is diffed against the recorded paid set and
+each difference is appended to both streams, and the state is replaced, all atomically. So
+every replica may record every write and each change is recorded exactly once, and a change
+missed by a crash is recorded by the next computation at a newer revision.
+
+Per-scope entry ids are ``<revision ms>-<revision seq * 10^6 + i>``: the time of the write that
+caused the change, strictly increasing because recorded revisions are, so ``XRANGE`` by time
+answers a period directly. A per-scope entry has one field, ``c`` = ``"<employee> <1|0>
+<paid_seats> <revision>"`` (ids hold no spaces): a month of 10,000 changes is read back in a
+third of the time separate fields take with redis-py's pure-Python parser. The global stream's
+entries carry named fields for consumers: ``scope``, ``employee``, ``paid`` (1|0),
+``paid_seats`` (the scope's paid seats after that revision), ``revision``, ``time`` (ms).
+Redis errors become ``StoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis
+
+from sidecar.policy.seats import Scope, Seats
+from sidecar.store.directory import translated_errors
+
+SEAT_CHANGES_STREAM = "sidecar:seat-changes"
+SEAT_CHANGES_MAXLEN = 1_000_000  # the global feed; per-scope streams keep everything (invoices)
+_SEQ_STRIDE = 1_000_000
+
+_RECORD = """
+local rev_ms, rev_seq = tonumber(ARGV[1]), tonumber(ARGV[2])
+local state = redis.call('GET', KEYS[1])
+local old = {}
+if state then
+  local s = cjson.decode(state)
+  local old_ms, old_seq = tonumber(s.ms), tonumber(s.seq)
+  if rev_ms < old_ms or (rev_ms == old_ms and rev_seq <= old_seq) then return 0 end
+  for _, e in ipairs(s.paid) do old[e] = true end
+end
+local paid = cjson.decode(ARGV[3])
+local now = {}
+for _, e in ipairs(paid) do now[e] = true end
+local changes = {}
+for _, e in ipairs(paid) do if not old[e] then table.insert(changes, {e, '1'}) end end
+local gone = {}
+for e, _ in pairs(old) do if not now[e] then table.insert(gone, e) end end
+table.sort(gone)
+for _, e in ipairs(gone) do table.insert(changes, {e, '0'}) end
+local count = tostring(#paid)
+local revision = ARGV[1] .. '-' .. ARGV[2]
+for i, c in ipairs(changes) do
+  local id = ARGV[1] .. '-' .. string.format('%.0f', rev_seq * tonumber(ARGV[6]) + i - 1)
+  redis.call('XADD', KEYS[2], id, 'c', c[1] .. ' ' .. c[2] .. ' ' .. count .. ' ' .. revision)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'scope', ARGV[4], 'employee', c[1], 'paid', c[2],
+             'paid_seats', count, 'revision', revision, 'time', ARGV[1])
+end
+redis.call('SET', KEYS[1], cjson.encode({ms = ARGV[1], seq = ARGV[2], paid = paid}))
+return #changes
+"""
+
+# A period in one reply: the entry before it and the entries in it, as "id c" lines. One bulk
+# string instead of 30,000 nested ones is what keeps redis-py's parser out of the way.
+_PERIOD = """
+local before = ''
+if ARGV[1] ~= '' then
+  local prev = redis.call('XREVRANGE', KEYS[1], ARGV[1], '-', 'COUNT', 1)
+  if #prev > 0 then before = prev[1][1] .. ' ' .. prev[1][2][2] end
+end
+local out = {}
+for i, e in ipairs(redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[3])) do out[i] = e[1] .. ' ' .. e[2][2] end
+return {before, table.concat(out, '\\n')}
+"""
+
+
+def state_key(scope: Scope) -> str:
+    return f"sidecar:seat-state:{scope.key}"
+
+
+def scope_stream(scope: Scope) -> str:
+    return f"{SEAT_CHANGES_STREAM}:{scope.key}"
+
+
+def rfc3339(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class PaidChange:
+    time_ms: int
+    employee: str
+    paid: bool
+    paid_seats: int
+    revision: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"time": rfc3339(self.time_ms), "paid_seats": self.paid_seats, "employee": self.employee,
+                "paid": self.paid, "revision": self.revision}
+
+
+@dataclass(frozen=True)
+class History:
+    """A period's changes and the paid seats in force when it began; peak covers both."""
+
+    paid_seats_at_since: int
+    changes: list[PaidChange]
+
+    @property
+    def peak_paid_seats(self) -> int:
+        return max([self.paid_seats_at_since, *(c.paid_seats for c in self.changes)])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"peak_paid_seats": self.peak_paid_seats, "paid_seats_at_since": self.paid_seats_at_since,
+                "changes": [c.to_json() for c in self.changes]}
+
+
+def _change(line: str) -> PaidChange:
+    entry_id, employee, paid, paid_seats, revision = line.split(" ")
+    return PaidChange(int(entry_id.split("-", 1)[0]), employee, paid == "1", int(paid_seats), revision)
+
+
+class SeatHistory:
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._record = client.register_script(_RECORD)
+        self._period = client.register_script(_PERIOD)
+
+    def record(self, counts: Iterable[Seats]) -> int:
+        """Record each scope's seats if newer than what is recorded; returns the number of changes."""
+        counts = list(counts)
+        if not counts:
+            return 0
+        with translated_errors(), self.client.pipeline(transaction=False) as pipe:
+            for seats in counts:
+                ms, _, seq = seats.revision.partition("-")
+                self._record(keys=[state_key(seats.scope), scope_stream(seats.scope), SEAT_CHANGES_STREAM],
+                             args=[ms, seq or "0", orjson.dumps(sorted(seats.paid)).decode(), seats.scope.key,
+                                   SEAT_CHANGES_MAXLEN, _SEQ_STRIDE], client=pipe)
+            return sum(int(n) for n in pipe.execute())
+
+    def recorded_revision(self, scope: Scope) -> str | None:
+        with translated_errors():
+            raw = self.client.get(state_key(scope))
+        if raw is None:
+            return None
+        state = orjson.loads(raw)
+        return f"{state['ms']}-{state['seq']}"
+
+    def history(self, scope: Scope, since_ms: int, until_ms: int) -> History:
+        """Changes with ``since_ms <= time <= until_ms``, and the paid seats in force at ``since_ms``."""
+        with translated_errors():
+            before, during = self._period(keys=[scope_stream(scope)],
+                                          args=[f"({since_ms}-0" if since_ms > 0 else "", f"{since_ms}-0", until_ms])
+        at_since = _change(before.decode()).paid_seats if before else 0
+        return History(at_since, [_change(line) for line in during.decode().split("\n")] if during else [])
+
+__all__ = ["SEAT_CHANGES_STREAM", "History", "PaidChange", "SeatHistory", "rfc3339", "scope_stream", "state_key"]

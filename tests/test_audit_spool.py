@@ -1,0 +1,150 @@
+"""Nothing acknowledged is lost: a Redis outage, a replay without duplicates, a worker killed mid-load."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from sidecar import audit
+from sidecar.app import create_app
+from sidecar.runtime import Runtime
+from sidecar.store.redis_server import RedisServer
+from tests.conftest import Api, make_settings, make_tokens
+from tests.test_audit_helpers import audit_log, read_log, report, seed
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, to stop and start; every write fsync'd so a kill loses nothing."""
+    server = RedisServer(tmp_path / "redis").start()
+    redis.Redis.from_url(server.url).config_set("appendfsync", "always")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def outage_api(tmp_path: Path, own_redis: RedisServer) -> Iterator[Api]:
+    settings = make_settings(tmp_path / "data")
+    app = create_app(settings, redis_url=own_redis.url)
+    yield Api(app, make_tokens(settings))
+    audit.auditor_for(app.extensions["sidecar"]).stop()
+    app.extensions["sidecar"].stop()
+
+
+def test_decisions_go_on_and_events_are_spooled_while_redis_is_down(outage_api, own_redis) -> None:
+    seed(outage_api)
+    outage_api.check("e-1", "l-1", "client:delete")  # the replica now holds ch-1
+    own_redis.kill()
+    assert outage_api.check("e-1", "l-1", "appointment:delete")["allowed"] is True
+    assert report(outage_api, request_id="during-outage").status_code == 202
+    auditor = audit.auditor_for(outage_api.app.extensions["sidecar"])
+    assert auditor.spool.has_records()
+
+
+def test_spooled_events_are_replayed_in_order_without_duplicates(outage_api, own_redis) -> None:
+    seed(outage_api)
+    outage_api.check("e-1", "l-1", "client:delete")
+    own_redis.kill()
+    acked = [report(outage_api, request_id=f"r{i}").get_json()["id"] for i in range(10)]
+    own_redis.start()
+    auditor = audit.auditor_for(outage_api.app.extensions["sidecar"])
+    auditor.replay_now()
+    auditor.replay_now()  # a second pass finds nothing new to add
+    ids = [e["id"] for e in read_log(own_redis.url, "c:ch-1")]
+    assert [i for i in ids if i in set(acked)] == acked
+    assert len(ids) == len(set(ids))
+    assert audit_log(own_redis.url).verify("c:ch-1").intact
+    assert not auditor.spool.has_records()
+
+
+def test_after_redis_returns_new_events_queue_behind_the_spooled_ones(outage_api, own_redis) -> None:
+    seed(outage_api)
+    own_redis.kill()
+    early = report(outage_api, request_id="early").get_json()["id"]
+    own_redis.start()
+    late = report(outage_api, request_id="late").get_json()["id"]
+    audit.auditor_for(outage_api.app.extensions["sidecar"]).replay_now()
+    ids = [e["id"] for e in read_log(own_redis.url, "c:ch-1")]
+    assert ids.index(early) < ids.index(late)
+
+
+def test_an_event_redis_already_holds_is_not_appended_again_on_replay(outage_api, own_redis) -> None:
+    seed(outage_api)
+    auditor = audit.auditor_for(outage_api.app.extensions["sidecar"])
+    event = audit.new_event(category="login", action="login", outcome="success", employee="e-1", location="l-1",
+                            chain="ch-1", object=None, device=None, ip=None, request_id=None, details=None)
+    auditor.store.append("c:ch-1", event)
+    auditor.spool.append({"log": "c:ch-1", "event": event})  # Redis took it but the reply was lost
+    auditor.replay_now()
+    assert [e["id"] for e in read_log(own_redis.url, "c:ch-1")].count(event["id"]) == 1
+
+
+def test_a_reported_event_is_503_when_neither_redis_nor_the_spool_takes_it(outage_api, own_redis) -> None:
+    seed(outage_api)
+    runtime = outage_api.app.extensions["sidecar"]
+    spool_dir = runtime.settings.data_dir / "audit-spool"
+    assert not spool_dir.exists()  # nothing was ever spooled
+    spool_dir.write_text("a file where the spool directory should be")
+    own_redis.kill()
+    response = report(outage_api)
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "unavailable"
+
+
+def test_a_new_process_replays_the_spool_a_killed_one_left(tmp_path, own_redis) -> None:
+    data = tmp_path / "data"
+    own_redis.kill()
+    script = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from sidecar import audit, logs
+        from sidecar.runtime import Runtime
+        from tests.conftest import make_settings
+        logs.configure("json")
+        runtime = Runtime(make_settings(Path({str(data)!r})), {own_redis.url!r})
+        n = 0
+        while True:
+            event_id = audit.emit(runtime, category="login", action="login", outcome="success",
+                                  employee="e-1", chain="ch-1", details={{"n": n}})
+            sys.stderr.write("ACK " + event_id + "\\n")
+            sys.stderr.flush()
+            n += 1
+    """)
+    worker = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    acked: list[str] = []
+    try:
+        assert worker.stderr is not None
+        for line in worker.stderr:
+            if line.startswith("ACK "):
+                acked.append(line.split()[1])
+            if len(acked) >= 300:
+                break
+        os.kill(worker.pid, signal.SIGKILL)
+    finally:
+        worker.kill()
+        worker.wait()
+        if worker.stderr is not None:
+            worker.stderr.close()
+    assert len(acked) == 300, "the worker stopped before it acknowledged 300 events"
+    own_redis.start()
+    runtime = Runtime(make_settings(data), own_redis.url)
+    try:
+        audit.auditor_for(runtime).replay_now()
+        ids = [e["id"] for e in read_log(own_redis.url, "c:ch-1")]
+        assert [i for i in ids if i in set(acked)] == acked
+        assert len(ids) == len(set(ids))
+        assert audit_log(own_redis.url).verify("c:ch-1").intact
+    finally:
+        audit.auditor_for(runtime).stop()
+        runtime.stop()

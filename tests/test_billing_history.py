@@ -1,0 +1,79 @@
+"""The seat history store on real Redis: each change recorded once, periods read by time."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from sidecar.policy.seats import Scope, Seat, Seats
+from sidecar.store.seat_history import SEAT_CHANGES_STREAM, SeatHistory, scope_stream
+
+CHAIN = Scope("chain", "ch-1")
+
+
+def seats(revision: str, *paid: str, scope: Scope = CHAIN) -> Seats:
+    everyone = sorted({*paid, "free-1"})
+    return Seats(scope, revision, "announced",
+                 tuple(Seat(e, e in paid, ("x",)) for e in everyone))
+
+
+@pytest.fixture
+def history(redis_client: redis.Redis) -> SeatHistory:
+    return SeatHistory(redis_client)
+
+
+def test_each_change_is_recorded_once_whoever_records_it(history: SeatHistory, redis_client: redis.Redis) -> None:
+    assert history.record([seats("1000-0", "a", "b")]) == 2
+    assert history.record([seats("1000-0", "a", "b")]) == 0  # a second replica, same revision
+    assert redis_client.xlen(SEAT_CHANGES_STREAM) == 2
+    assert redis_client.xlen(scope_stream(CHAIN)) == 2
+
+
+def test_an_older_revision_never_overwrites_a_newer_one(history: SeatHistory) -> None:
+    history.record([seats("2000-0", "a")])
+    assert history.record([seats("1000-0", "a", "b")]) == 0
+    assert history.recorded_revision(CHAIN) == "2000-0"
+
+
+def test_a_revision_is_diffed_against_the_last_recorded_seats(history: SeatHistory) -> None:
+    history.record([seats("1000-0", "a", "b")])
+    assert history.record([seats("2000-0", "b", "c")]) == 2
+    changes = history.history(CHAIN, 0, 10_000).changes
+    assert [(c.time_ms, c.employee, c.paid, c.paid_seats) for c in changes] == [
+        (1000, "a", True, 2), (1000, "b", True, 2), (2000, "c", True, 2), (2000, "a", False, 2)]
+
+
+def test_entry_ids_are_the_writes_time_and_sequence(history: SeatHistory, redis_client: redis.Redis) -> None:
+    history.record([seats("1000-3", "a", "b")])
+    assert [i.decode() for i, _ in redis_client.xrange(scope_stream(CHAIN))] == ["1000-3000000", "1000-3000001"]
+
+
+@pytest.mark.parametrize(("since", "until", "at_since", "times", "peak"), [
+    (0, 10_000, 0, [1000, 1000, 2000, 3000], 2),
+    (1500, 2500, 2, [2000], 2),      # in force at since: 2 seats (a, b), then b leaves
+    (2500, 10_000, 1, [3000], 1),
+    (1000, 1000, 0, [1000, 1000], 2),  # both ends inclusive
+    (3001, 9000, 0, [], 0),
+])
+def test_a_period_has_its_changes_and_the_seats_in_force_when_it_began(
+        history: SeatHistory, since: int, until: int, at_since: int, times: list[int], peak: int) -> None:
+    history.record([seats("1000-0", "a", "b")])
+    history.record([seats("2000-0", "a")])
+    history.record([seats("3000-0")])
+    found = history.history(CHAIN, since, until)
+    assert (found.paid_seats_at_since, [c.time_ms for c in found.changes], found.peak_paid_seats) == (
+        at_since, times, peak)
+
+
+def test_scopes_are_recorded_apart(history: SeatHistory) -> None:
+    other = Scope("location", "l-1")
+    history.record([seats("1000-0", "a"), seats("1000-0", "a", "b", scope=other)])
+    assert [c.employee for c in history.history(CHAIN, 0, 5000).changes] == ["a"]
+    assert [c.employee for c in history.history(other, 0, 5000).changes] == ["a", "b"]
+
+
+def test_a_change_on_the_global_stream_names_its_scope(history: SeatHistory, redis_client: redis.Redis) -> None:
+    history.record([seats("1000-0", "a")])
+    [(_, fields)] = redis_client.xrange(SEAT_CHANGES_STREAM)
+    assert {k.decode(): v.decode() for k, v in fields.items()} == {
+        "scope": "chain:ch-1", "employee": "a", "paid": "1", "paid_seats": "1", "revision": "1000-0", "time": "1000"}
