@@ -1,28 +1,71 @@
 """What auditing critical checks costs: check throughput with audit on versus off.
 
-One command: ``.venv/bin/python -m bench.audit_overhead [--checks N] [--rounds R]``. Starts its
-own Redis (:class:`sidecar.store.redis_server.RedisServer`, AOF on, as deployed) in a temporary
-directory, builds the app in process, seeds one chain, then runs ``POST /v1/check`` through
-Flask's test client on a mix where every tenth check is of a critical right (so it appends one
-event to Redis synchronously) and the rest are ordinary. "Off" is the same app with the audit
-listener unsubscribed from ``runtime.after_check``. Rounds alternate on/off; the best round of
-each is reported (the least disturbed by the machine), with the ratio. Log lines go to
-/dev/null in both modes; results go to the terminal.
+One command: ``.venv/bin/python -m bench.audit_overhead`` (HTTP mode, the default). The issue's
+benchmark: ``POST /v1/check`` throughput on a mix where 10% of the checks are of a critical
+right (``client:delete``: one audit event appended to Redis synchronously before the answer) and
+90% are ordinary (``calendar:view``), audit on versus off; the budget is a cost under 15%.
+
+HTTP mode runs the real server twice, one after the other, with
+:class:`bench.sidecar_server.SidecarServer` (``sidecar serve`` pinned to CPU 1, its private
+Redis with AOF on, as deployed):
+
+* **on**: the repo's ``policies/``;
+* **off**: a copy of ``policies/`` in a temporary directory where ``client:delete`` is not
+  flagged ``critical``: the very same checks and answers, nothing to audit.
+
+Each server gets a fresh data directory, a ``check admin`` token, and a small directory seeded
+through the admin API (chain ``ch-1``, location ``l-1``, employee ``e-1`` with the ``manager``
+role, which holds every right used). A preflight checks that both bodies are allowed and that
+``sidecar_audit_events_total`` in ``/metrics`` goes up by one per critical check when on and
+stays put when off. Then wrk (pinned to CPU 0, one thread, bounded by ``-d`` and ``timeout``,
+127.0.0.1 only) drives ``bench/mix.lua``: every tenth request is the critical body. A warm-up,
+then one measured run per concurrency (8, then 1). After the runs the audit counter must have
+grown by one in ten of the checks when on, and not at all when off, and ``sidecar audit
+verify`` must find the chain's log intact.
+
+Before measuring it waits (up to 5 minutes) for the 1-minute load average to drop to 0.7 or
+below, so other jobs do not skew the numbers, and records the load averages. Results are printed
+and written to ``bench/results/audit-<UTC timestamp>.json``.
+
+``--in-process`` keeps the earlier measurement: its own Redis
+(:class:`sidecar.store.redis_server.RedisServer`, AOF on), the app built in process, ``POST
+/v1/check`` through Flask's test client, "off" being the same app with the audit listener
+unsubscribed from ``runtime.after_check``; rounds alternate on/off and the best of each is
+reported. In process a check costs tens of microseconds while a real request through gunicorn
+costs hundreds, so that ratio overstates the cost a client sees.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
 ORDINARY = [("calendar", "view"), ("appointment", "create"), ("client", "view"), ("appointment", "edit")]
 CRITICAL = ("client", "delete")
+HTTP_ORDINARY = ("calendar", "view")
+CRITICAL_EVERY = 10
+CONCURRENCIES = (8, 1)
+MAX_LOAD = 0.7
+LOAD_WAIT_S = 300
+MIX_SCRIPT = Path(__file__).with_name("mix.lua")
+POST_JSON_SCRIPT = Path(__file__).with_name("post_json.lua")
+CONTEXT = {"ip": "203.0.113.7", "device": {"id": "d-1", "platform": "web"}}
+AUDIT_METRIC = re.compile(r'^sidecar_audit_events_total\{result="(\w+)"\}\s+([0-9.eE+-]+)$', re.MULTILINE)
 
 
 def _seed(client: Any, token: str) -> None:
@@ -54,11 +97,12 @@ def _round(client: Any, token: str, bodies: list[dict[str, Any]]) -> float:
     return len(bodies) / (time.perf_counter() - started)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checks", type=int, default=5000, help="checks per round")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds per mode (alternating)")
-    args = parser.parse_args(argv)
+
+# --- in process ------------------------------------------------------------------------------
+
+
+def in_process(args: argparse.Namespace) -> int:
+    """The in-process measurement (``--in-process``): Flask's test client, no HTTP server."""
     out = sys.stdout
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115  # the app's log lines, for the whole run
 
@@ -101,6 +145,301 @@ def main(argv: list[str] | None = None) -> int:
     print(f"on/off: {on / off:.3f}  (cost {100 * (1 - on / off):.1f}%)", file=out)
     print(f"log after the run: intact={events.intact}, {events.count} events", file=out)
     return 0 if events.intact else 1
+
+
+
+# --- HTTP mode --------------------------------------------------------------------------------
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')} audit] {message}", file=sys.stderr, flush=True)
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def wait_for_quiet(max_load: float = MAX_LOAD, wait_s: float = LOAD_WAIT_S) -> dict[str, Any]:
+    """Poll the 1-minute load average until it is at most ``max_load`` (up to ``wait_s``)."""
+    start = time.monotonic()
+    first = loadavg()
+    current = first
+    while current[0] > max_load and time.monotonic() - start < wait_s:
+        say(f"load average {current[0]:.2f} > {max_load}: waiting ({time.monotonic() - start:.0f} s so far)")
+        time.sleep(10)
+        current = loadavg()
+    if current[0] > max_load:
+        say(f"load average still {current[0]:.2f} after {wait_s:.0f} s: measuring anyway (recorded)")
+    return {"before_wait": first, "at_start": current, "waited_s": round(time.monotonic() - start, 1),
+            "max_load": max_load, "quiet": current[0] <= max_load}
+
+
+def check_body(resource: str, action: str) -> dict[str, Any]:
+    return {"employee": "e-1", "location": "l-1", "resource": resource, "action": action, "context": CONTEXT}
+
+
+def policies_without_critical(target: Path, right: str) -> Path:
+    """A copy of ``policies/`` in ``target`` where ``right`` is not flagged ``critical``."""
+    shutil.copytree(REPO / "policies", target)
+    catalogue = target / "catalogue.yaml"
+    text = catalogue.read_text()
+    line = re.compile(rf"^(\s*{re.escape(right)}:\s*\{{)([^}}]*)(\}}.*)$", re.MULTILINE)
+    found = line.search(text)
+    if found is None:
+        raise SystemExit(f"{right} is not in policies/catalogue.yaml")
+    flags = [f.strip() for f in found.group(2).split(",") if f.strip() and not f.strip().startswith("critical:")]
+    catalogue.write_text(text[: found.start()] + found.group(1) + ", ".join(flags) + found.group(3)
+                         + text[found.end():])
+    return target
+
+
+@contextmanager
+def policy_dir(directory: Path) -> Iterator[None]:
+    """``SIDECAR_POLICY_DIR`` for the sidecar commands started inside (bench.sidecar_server reads it)."""
+    before = os.environ.get("SIDECAR_POLICY_DIR")
+    os.environ["SIDECAR_POLICY_DIR"] = str(directory)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["SIDECAR_POLICY_DIR"]
+        else:
+            os.environ["SIDECAR_POLICY_DIR"] = before
+
+
+def audit_counts(base_url: str) -> dict[str, float]:
+    from bench.localhost import BenchError, request
+
+    status, raw = request(f"{base_url}/metrics")
+    if status != 200:
+        raise BenchError(f"/metrics answered {status}")
+    return {result: float(value) for result, value in AUDIT_METRIC.findall(raw.decode())}
+
+
+def audit_total(base_url: str) -> float:
+    return sum(audit_counts(base_url).values())
+
+
+def seed_http(base_url: str, token: str) -> None:
+    """The small directory, through the admin API (``PUT``; bench.localhost.request only GETs/POSTs)."""
+    from bench.localhost import BenchError, require_loopback
+
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    for path, body in [("/v1/chains/ch-1", {}), ("/v1/locations/l-1", {"chain": "ch-1"}),
+                       ("/v1/employees/e-1", {"active": True}),
+                       ("/v1/locations/l-1/employees/e-1", {"roles": ["manager"]})]:
+        url = f"{base_url}{path}"
+        require_loopback(url)
+        put = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="PUT")
+        try:
+            with urllib.request.urlopen(put, timeout=10) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            status, raw = err.code, err.read()
+        if status != 200:
+            raise BenchError(f"PUT {path} answered {status}: {raw[:300]!r}")
+
+
+def preflight(base_url: str, token: str, bodies: dict[str, Path], audited: bool) -> dict[str, Any]:
+    """Both bodies allowed; the critical one audited (counter +1) when on, not when off."""
+    from bench.localhost import BenchError, post_json
+
+    deadline = time.monotonic() + 30
+    while True:  # the seeded writes reach the check path within about a second
+        status, answer = post_json(f"{base_url}/v1/check", bodies["ordinary"].read_bytes(), token=token)
+        if status == 200 and isinstance(answer, dict) and answer.get("allowed") is True:
+            break
+        if time.monotonic() > deadline:
+            raise BenchError(f"ordinary check not allowed: HTTP {status} {answer!r:.300}")
+        time.sleep(0.2)
+    before = audit_total(base_url)
+    status, answer = post_json(f"{base_url}/v1/check", bodies["critical"].read_bytes(), token=token)
+    if status != 200 or not isinstance(answer, dict) or answer.get("allowed") is not True:
+        raise BenchError(f"critical check not allowed: HTTP {status} {answer!r:.300}")
+    added = audit_total(base_url) - before
+    if added != (1 if audited else 0):
+        raise BenchError(f"one critical check added {added:g} audit events with audit {'on' if audited else 'off'}")
+    return {"critical_answer": {k: answer.get(k) for k in ("allowed", "reason")}, "audit_events_added": added}
+
+
+def run_mix(url: str, *, bodies: dict[str, Path], token: str, concurrency: int, duration_s: float) -> dict[str, Any]:
+    """One wrk run of the mix (as bench.wrk.run_wrk, with bench/mix.lua): its RESULT_JSON as a dict."""
+    from bench.localhost import BenchError, require_loopback
+    from bench.wrk import LOADGEN_CPU, SOCKET_ERRORS
+
+    require_loopback(url)
+    for tool in ("wrk", "taskset", "timeout"):
+        if shutil.which(tool) is None:
+            raise BenchError(f"{tool} is not on PATH")
+    seconds = max(1, round(duration_s))
+    hard_limit = seconds + 30
+    argv = ["timeout", "-k", "5", str(hard_limit), "taskset", "-c", str(LOADGEN_CPU),
+            "wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout=5s", "--latency",
+            "-s", str(MIX_SCRIPT), url]
+    env = dict(os.environ, POST_JSON_LUA=str(POST_JSON_SCRIPT), BODY_FILE=str(bodies["ordinary"]),
+               CRITICAL_BODY_FILE=str(bodies["critical"]), CRITICAL_EVERY=str(CRITICAL_EVERY), BEARER_TOKEN=token)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=hard_limit + 10, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT_JSON "):
+            result: dict[str, Any] = json.loads(line.removeprefix("RESULT_JSON "))
+            result["errors"] = sum(result[k] for k in SOCKET_ERRORS) + result["non_2xx"]
+            result["concurrency"] = concurrency
+            return result
+    raise BenchError(f"wrk gave no RESULT_JSON (exit {done.returncode}): {done.stderr.strip()[-500:]}")
+
+
+def measure_mode(mode: str, work: Path, policies: Path, bodies: dict[str, Path], args: argparse.Namespace,
+                 concurrencies: tuple[int, ...]) -> dict[str, Any]:
+    """Start the sidecar with ``policies``, seed, preflight, warm up, run the mix per concurrency."""
+    from bench.localhost import BenchError
+    from bench.sidecar_server import SidecarServer, create_token, run_cli
+
+    audited = mode == "on"
+    data_dir = work / mode / "data"
+    data_dir.mkdir(parents=True)
+    with policy_dir(policies):
+        token = create_token(data_dir)
+        say(f"{mode}: starting the sidecar (policies: {policies})")
+        with SidecarServer(data_dir, workers=args.workers, threads=args.threads) as server:
+            seed_http(server.base_url, token)
+            check = preflight(server.base_url, token, bodies, audited)
+            url = f"{server.base_url}/v1/check"
+            if args.warmup > 0:
+                say(f"{mode}: warm-up {args.warmup:g} s at concurrency 8")
+                run_mix(url, bodies=bodies, token=token, concurrency=8, duration_s=args.warmup)
+            runs = {}
+            for concurrency in concurrencies:
+                before = audit_total(server.base_url)
+                say(f"{mode}: measuring {args.duration:g} s at concurrency {concurrency}")
+                run = run_mix(url, bodies=bodies, token=token, concurrency=concurrency, duration_s=args.duration)
+                added = audit_total(server.base_url) - before
+                # wrk's -d stop may cut a request short; allow a few in flight either way
+                expected = run["requests"] / CRITICAL_EVERY if audited else 0
+                run["audit_events_added"] = added
+                if run["errors"]:
+                    raise BenchError(f"{mode} c={concurrency}: {run['errors']} errors: {run}")
+                if abs(added - expected) > concurrency + 2:
+                    raise BenchError(f"{mode} c={concurrency}: {added:g} audit events for {run['requests']} checks")
+                say(f"{mode} c={concurrency}: {run['rps']:,.0f} checks/s, p50 {run['p50_us']} µs, "
+                    f"p99 {run['p99_us']} µs, {added:g} audit events")
+                runs[str(concurrency)] = run
+            # the log the critical checks appended to must still verify (exit 1 raises BenchError)
+            verify = run_cli(data_dir, ["audit", "verify", "--chain", "ch-1"]).strip() if audited else None
+            return {"preflight": check, "ready_s": server.ready_s, "rss": server.rss(),
+                    "audit_counts": audit_counts(server.base_url), "audit_verify": verify, "runs": runs}
+
+
+def http_mode(args: argparse.Namespace) -> int:
+    from bench.localhost import BenchError
+    from bench.run_all import machine
+
+    started = time.gmtime()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", started)
+    concurrencies = tuple(args.concurrency or CONCURRENCIES)
+    critical_right = f"{CRITICAL[0]}:{CRITICAL[1]}"
+    load = wait_for_quiet(args.max_load, args.load_wait)
+    result: dict[str, Any] = {
+        "meta": {
+            "started_utc": time.strftime("%Y-%m-%d %H:%M:%S UTC", started),
+            "machine": machine(),
+            "loadavg": load,
+            "mode": "http",
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "rounds": args.rounds,
+            "workers": args.workers,
+            "threads": args.threads,
+            "mix": {"critical": critical_right, "ordinary": ":".join(HTTP_ORDINARY),
+                    "critical_every": CRITICAL_EVERY},
+            "off_means": f"policies/ copy with {critical_right} not flagged critical",
+        },
+        "rounds": [],
+    }
+    work = Path(tempfile.mkdtemp(prefix="audit-bench-"))
+    try:
+        bodies = {"ordinary": work / "ordinary.json", "critical": work / "critical.json"}
+        bodies["ordinary"].write_text(json.dumps(check_body(*HTTP_ORDINARY)))
+        bodies["critical"].write_text(json.dumps(check_body(*CRITICAL)))
+        policies = {"on": REPO / "policies",
+                    "off": policies_without_critical(work / "policies-off", critical_right)}
+        for number in range(args.rounds):
+            round_result = {}
+            for mode in ("on", "off"):
+                round_result[mode] = measure_mode(mode, work / f"round-{number}", policies[mode], bodies, args,
+                                                  concurrencies)
+            result["rounds"].append(round_result)
+    except BenchError as err:
+        say(f"FAILED: {err}")
+        return 1
+    finally:
+        if args.keep_tmp:
+            say(f"scratch files kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    result["meta"]["loadavg"]["at_end"] = loadavg()
+
+    summary = {}
+    lines = [f"POST /v1/check, {100 // CRITICAL_EVERY}% {critical_right} (critical) / "
+             f"{100 - 100 // CRITICAL_EVERY}% {':'.join(HTTP_ORDINARY)}; workers {args.workers}, "
+             f"threads {args.threads or 'CLI default'}; {args.duration:g} s per run, best of {args.rounds} "
+             f"round(s); load average {load['at_start'][0]:.2f} at start",
+             f"{'c':>3}  {'audit off':>26}  {'audit on':>26}  {'cost':>6}  {'p50 +':>6}  {'p99 +':>6}"]
+    for concurrency in concurrencies:
+        key = str(concurrency)
+        best = {mode: max((r[mode]["runs"][key] for r in result["rounds"]), key=lambda run: run["rps"])
+                for mode in ("on", "off")}
+        on, off = best["on"], best["off"]
+        cost = 100 * (1 - on["rps"] / off["rps"])
+        summary[key] = {
+            "off": {k: off[k] for k in ("rps", "p50_us", "p99_us")},
+            "on": {k: on[k] for k in ("rps", "p50_us", "p99_us")},
+            "cost_pct": round(cost, 2),
+            "p50_added_us": on["p50_us"] - off["p50_us"],
+            "p99_added_us": on["p99_us"] - off["p99_us"],
+            "within_budget_15pct": cost < 15,
+        }
+        cell = "{:>9,.0f}/s p50 {:>5} p99 {:>5}"
+        lines.append(f"{concurrency:>3}  {cell.format(off['rps'], off['p50_us'], off['p99_us']):>26}  "
+                     f"{cell.format(on['rps'], on['p50_us'], on['p99_us']):>26}  {cost:>5.1f}%  "
+                     f"{on['p50_us'] - off['p50_us']:>6}  {on['p99_us'] - off['p99_us']:>6}")
+    lines.append("(latencies in µs; cost = 1 - on/off checks per second)")
+    result["summary"] = summary
+    out_dir: Path = args.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"audit-{stamp}.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print("\n".join(lines))
+    say(f"written: {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.audit_overhead", description=__doc__.splitlines()[0])
+    parser.add_argument("--in-process", action="store_true",
+                        help="the in-process measurement (Flask test client) instead of HTTP")
+    parser.add_argument("--duration", type=float, default=10, help="HTTP: seconds per measured run (default 10)")
+    parser.add_argument("--warmup", type=float, default=3, help="HTTP: seconds of warm-up per server (default 3)")
+    parser.add_argument("--workers", type=int, default=2, help="HTTP: gunicorn workers (default 2, the CLI's)")
+    parser.add_argument("--threads", type=int, help="HTTP: threads per worker; default: the CLI's")
+    parser.add_argument("--concurrency", type=int, action="append",
+                        help="HTTP: wrk connections, repeatable (default 8 and 1)")
+    parser.add_argument("--rounds", type=int,
+                        help="HTTP: on/off server pairs, best of each (default 1); in process: rounds (default 5)")
+    parser.add_argument("--checks", type=int, default=5000, help="in process: checks per round")
+    parser.add_argument("--max-load", type=float, default=MAX_LOAD,
+                        help=f"HTTP: wait until the 1-minute load average is at most this (default {MAX_LOAD})")
+    parser.add_argument("--load-wait", type=float, default=LOAD_WAIT_S,
+                        help=f"HTTP: longest wait for it, seconds (default {LOAD_WAIT_S})")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS, help="HTTP: where audit-<UTC>.json goes")
+    parser.add_argument("--keep-tmp", action="store_true", help="HTTP: keep the scratch directory (logs, data)")
+    args = parser.parse_args(argv)
+    if args.in_process:
+        args.rounds = args.rounds or 5
+        return in_process(args)
+    args.rounds = args.rounds or 1
+    if not (1 <= args.duration <= 600 and 0 <= args.warmup <= 60 and 1 <= args.rounds <= 10):
+        parser.error("keep --duration in 1..600, --warmup in 0..60 and --rounds in 1..10")
+    return http_mode(args)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from flask import Blueprint
 
 from sidecar.api import observe
 from sidecar.api.auth import authorize, require_scope
-from sidecar.api.io import ids, reply
-from sidecar.errors import BadRequest, InvalidJson, SidecarError, TooManyChecks
+from sidecar.api.io import ids, parse_json_object, reply
+from sidecar.errors import BadRequest, SidecarError, TooManyChecks
 from sidecar.policy.decisions import Decision
 from sidecar.policy.directory import check_id
 from sidecar.runtime import CheckRecord, Runtime, current_runtime
@@ -62,16 +62,6 @@ def _is_revision(value: object) -> bool:
     return ms.isdigit() and (seq == "" or seq.isdigit())
 
 
-def _parse(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError:
-        raise InvalidJson("the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidJson("the body must be a JSON object")
-    return body
-
-
 def _subject(runtime: Runtime, body: dict[str, Any], query: Query) -> tuple[str, str, dict[str, Any]]:
     employee = check_id(body.get("employee"), "employee")
     location = check_id(body.get("location"), "location")
@@ -85,7 +75,7 @@ def _subject(runtime: Runtime, body: dict[str, Any], query: Query) -> tuple[str,
 
 
 def decide_one(runtime: Runtime, raw: bytes, query: Query, rid: str) -> tuple[dict[str, Any], list[Decision]]:
-    body = _parse(raw)
+    body = parse_json_object(raw)
     employee, location, context = _subject(runtime, body, query)
     right = f"{_text(body, 'resource')}:{_text(body, 'action')}"
     explain = (query.get("explain") or [""])[0] in ("1", "true")
@@ -99,7 +89,7 @@ def decide_one(runtime: Runtime, raw: bytes, query: Query, rid: str) -> tuple[di
 
 
 def decide_batch(runtime: Runtime, raw: bytes, query: Query, rid: str) -> tuple[dict[str, Any], list[Decision]]:
-    body = _parse(raw)
+    body = parse_json_object(raw)
     checks = body.get("checks")
     if not isinstance(checks, list) or not checks:
         raise BadRequest("checks must be a non-empty list of {resource, action}", field="checks")

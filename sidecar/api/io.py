@@ -12,7 +12,10 @@ from sidecar.policy.directory import check_id
 
 
 def json_body() -> dict[str, Any]:
-    raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH: werkzeug raises 413 here
+    return parse_json_object(request.get_data(cache=True))  # over MAX_CONTENT_LENGTH: werkzeug raises 413
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:

@@ -8,11 +8,11 @@ no I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sidecar.errors import BadRequest, InvalidId
+from sidecar.errors import BadRequest, InvalidId, UnknownRight, UnknownRole
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CHAIN_SCOPE = "*"  # the scope of a chain's custom roles and chain-wide memberships
@@ -179,3 +179,15 @@ class TenantDirectory:
         if name in templates:
             return ("template", name)
         return None
+
+
+def validate_membership(directory: TenantDirectory, membership: Membership, scope: str,
+                        known_rights: Callable[[Iterable[str]], list[str]], templates: Iterable[str]) -> None:
+    """Refuse unknown rights (400 unknown_right) and roles that mean nothing in ``scope`` (400 unknown_role)."""
+    unknown = known_rights([*membership.allow, *membership.deny])
+    if unknown:
+        raise UnknownRight(f"unknown rights {unknown}", rights=unknown)
+    templates = set(templates)
+    missing = [r for r in membership.roles if directory.resolve_role(r, scope, templates) is None]
+    if missing:
+        raise UnknownRole(f"unknown roles {missing}", roles=missing)

@@ -31,9 +31,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.errors import BadRequest, NotFound, UnknownRight, UnknownRole
+from sidecar.errors import BadRequest, NotFound
 from sidecar.policy.bundle import PolicyBundle
-from sidecar.policy.directory import CHAIN_SCOPE, Employee, Membership, TenantDirectory, check_id
+from sidecar.policy.directory import CHAIN_SCOPE, Employee, Membership, TenantDirectory, check_id, validate_membership
 from sidecar.policy.engine import TenantEngine
 
 RULES = ("announced", "writes")
@@ -277,12 +277,7 @@ def apply_changes(directory: TenantDirectory, bundle: PolicyBundle, changes: obj
 
 
 def _validate(directory: TenantDirectory, bundle: PolicyBundle, membership: Membership, scope: str) -> None:
-    unknown = bundle.catalogue.unknown([*membership.allow, *membership.deny])
-    if unknown:
-        raise UnknownRight(f"unknown rights {unknown}", rights=unknown)
-    missing = [r for r in membership.roles if directory.resolve_role(r, scope, bundle.templates) is None]
-    if missing:
-        raise UnknownRole(f"unknown roles {missing}", roles=missing)
+    validate_membership(directory, membership, scope, bundle.catalogue.unknown, bundle.templates)
 
 
 def preview(engine: TenantEngine, scope: Scope, rule: str, changes: object,

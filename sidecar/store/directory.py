@@ -35,6 +35,7 @@ from sidecar.policy.directory import (
     Membership,
     TenantDirectory,
     chain_tenant,
+    validate_membership,
 )
 
 CHANGES_STREAM = "sidecar:changes"
@@ -448,12 +449,7 @@ class DirectoryStore:
 
     def _validate_membership(self, directory: TenantDirectory, membership: Membership, scope: str) -> None:
         bundle = self._bundle()
-        unknown = bundle.catalogue.unknown([*membership.allow, *membership.deny])
-        if unknown:
-            raise UnknownRight(f"unknown rights {unknown}", rights=unknown)
-        missing = [r for r in membership.roles if directory.resolve_role(r, scope, bundle.templates) is None]
-        if missing:
-            raise UnknownRole(f"unknown roles {missing}", roles=missing)
+        validate_membership(directory, membership, scope, bundle.catalogue.unknown, bundle.templates)
 
 
 def _membership(raw: dict[str, Any]) -> Membership:
