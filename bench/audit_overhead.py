@@ -291,42 +291,56 @@ def run_mix(url: str, *, bodies: dict[str, Path], token: str, concurrency: int, 
 def measure_mode(mode: str, work: Path, policies: Path, bodies: dict[str, Path], args: argparse.Namespace,
                  concurrencies: tuple[int, ...]) -> dict[str, Any]:
     """Start the sidecar with ``policies``, seed, preflight, warm up, run the mix per concurrency."""
-    from bench.localhost import BenchError
-    from bench.sidecar_server import SidecarServer, create_token, run_cli
+    from bench.localhost import BenchError, log_tail
+    from bench.sidecar_server import SidecarServer, create_token
 
-    audited = mode == "on"
     data_dir = work / mode / "data"
     data_dir.mkdir(parents=True)
     with policy_dir(policies):
         token = create_token(data_dir)
         say(f"{mode}: starting the sidecar (policies: {policies})")
         with SidecarServer(data_dir, workers=args.workers, threads=args.threads) as server:
-            seed_http(server.base_url, token)
-            check = preflight(server.base_url, token, bodies, audited)
-            url = f"{server.base_url}/v1/check"
-            if args.warmup > 0:
-                say(f"{mode}: warm-up {args.warmup:g} s at concurrency 8")
-                run_mix(url, bodies=bodies, token=token, concurrency=8, duration_s=args.warmup)
-            runs = {}
-            for concurrency in concurrencies:
-                before = audit_total(server.base_url)
-                say(f"{mode}: measuring {args.duration:g} s at concurrency {concurrency}")
-                run = run_mix(url, bodies=bodies, token=token, concurrency=concurrency, duration_s=args.duration)
-                added = audit_total(server.base_url) - before
-                # wrk's -d stop may cut a request short; allow a few in flight either way
-                expected = run["requests"] / CRITICAL_EVERY if audited else 0
-                run["audit_events_added"] = added
-                if run["errors"]:
-                    raise BenchError(f"{mode} c={concurrency}: {run['errors']} errors: {run}")
-                if abs(added - expected) > concurrency + 2:
-                    raise BenchError(f"{mode} c={concurrency}: {added:g} audit events for {run['requests']} checks")
-                say(f"{mode} c={concurrency}: {run['rps']:,.0f} checks/s, p50 {run['p50_us']} µs, "
-                    f"p99 {run['p99_us']} µs, {added:g} audit events")
-                runs[str(concurrency)] = run
-            # the log the critical checks appended to must still verify (exit 1 raises BenchError)
-            verify = run_cli(data_dir, ["audit", "verify", "--chain", "ch-1"]).strip() if audited else None
-            return {"preflight": check, "ready_s": server.ready_s, "rss": server.rss(),
-                    "audit_counts": audit_counts(server.base_url), "audit_verify": verify, "runs": runs}
+            try:
+                return _measure_server(mode, server, data_dir, token, bodies, args, concurrencies)
+            except (BenchError, OSError) as err:
+                code = server.proc.poll() if server.proc else None
+                state = "still running" if code is None else f"exited with {code}"
+                raise BenchError(f"{mode}: {err} (sidecar {state}){log_tail(server.log)}") from err
+
+
+def _measure_server(mode: str, server: Any, data_dir: Path, token: str, bodies: dict[str, Path],
+                    args: argparse.Namespace, concurrencies: tuple[int, ...]) -> dict[str, Any]:
+    """Seed, preflight, warm up and run the mix per concurrency against a running sidecar."""
+    from bench.localhost import BenchError
+    from bench.sidecar_server import run_cli
+
+    audited = mode == "on"
+    seed_http(server.base_url, token)
+    check = preflight(server.base_url, token, bodies, audited)
+    url = f"{server.base_url}/v1/check"
+    if args.warmup > 0:
+        say(f"{mode}: warm-up {args.warmup:g} s at concurrency 8")
+        run_mix(url, bodies=bodies, token=token, concurrency=8, duration_s=args.warmup)
+    runs = {}
+    for concurrency in concurrencies:
+        before = audit_total(server.base_url)
+        say(f"{mode}: measuring {args.duration:g} s at concurrency {concurrency}")
+        run = run_mix(url, bodies=bodies, token=token, concurrency=concurrency, duration_s=args.duration)
+        added = audit_total(server.base_url) - before
+        # wrk's -d stop may cut a request short; allow a few in flight either way
+        expected = run["requests"] / CRITICAL_EVERY if audited else 0
+        run["audit_events_added"] = added
+        if run["errors"]:
+            raise BenchError(f"{mode} c={concurrency}: {run['errors']} errors: {run}")
+        if abs(added - expected) > concurrency + 2:
+            raise BenchError(f"{mode} c={concurrency}: {added:g} audit events for {run['requests']} checks")
+        say(f"{mode} c={concurrency}: {run['rps']:,.0f} checks/s, p50 {run['p50_us']} µs, "
+            f"p99 {run['p99_us']} µs, {added:g} audit events")
+        runs[str(concurrency)] = run
+    # the log the critical checks appended to must still verify (exit 1 raises BenchError)
+    verify = run_cli(data_dir, ["audit", "verify", "--chain", "ch-1"]).strip() if audited else None
+    return {"preflight": check, "ready_s": server.ready_s, "rss": server.rss(),
+            "audit_counts": audit_counts(server.base_url), "audit_verify": verify, "runs": runs}
 
 
 def http_mode(args: argparse.Namespace) -> int:
@@ -370,6 +384,7 @@ def http_mode(args: argparse.Namespace) -> int:
             result["rounds"].append(round_result)
     except BenchError as err:
         say(f"FAILED: {err}")
+        args.keep_tmp = True  # the server logs are the evidence
         return 1
     finally:
         if args.keep_tmp:

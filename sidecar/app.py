@@ -15,7 +15,7 @@ from sidecar.api.check import MAX_BODY
 from sidecar.api.io import reply
 from sidecar.config import Settings
 from sidecar.errors import SidecarError
-from sidecar.runtime import Runtime
+from sidecar.runtime import Runtime, current_runtime
 
 log = structlog.get_logger("sidecar.http")
 
@@ -53,14 +53,7 @@ def _begin() -> None:
     g.request_id = observe.request_id(request.headers.get("X-Request-Id"))
     g.started = time.perf_counter()
     observe.begin(g.request_id)
-    _runtime().maybe_reload_policies()
-
-
-def _runtime() -> Runtime:
-    from flask import current_app
-
-    runtime: Runtime = current_app.extensions["sidecar"]
-    return runtime
+    current_runtime().maybe_reload_policies()
 
 
 def _finish(response: Any) -> Any:

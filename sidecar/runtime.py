@@ -68,6 +68,7 @@ class Runtime:
         self.replica = Replica(self.directory, lambda: self.bundle, redis_url, max_tenants=settings.max_tenants)
         self.tokens = TokenFile(settings.tokens_path)
         self._policy_checked = time.monotonic()
+        self._failed_stamp: str | None = None  # a broken edit is reported once, not at every poll
         self._reload_lock = threading.Lock()
         self._started = False
         # Features (audit, seats) subscribe here in their init_app; the core stays unaware of them.
@@ -111,8 +112,6 @@ class Runtime:
         if stamp != self.bundle.fingerprint and (self.policy_error is None or stamp != self._failed_stamp):
             self._failed_stamp = stamp
             self.reload_policies()
-
-    _failed_stamp: str | None = None
 
     # -- decisions --------------------------------------------------------------------------
     def decide(self, employee: str, location: str, right: str, *, mfa: bool = False,

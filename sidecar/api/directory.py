@@ -25,16 +25,10 @@ from sidecar.policy.directory import (
     check_id,
 )
 from sidecar.policy.escalation import check_escalation
-from sidecar.runtime import WriteRecord
+from sidecar.runtime import WriteRecord, current_runtime
 from sidecar.store.directory import Guard, WriteResult
 
 bp = Blueprint("directory", __name__)
-
-
-def _runtime() -> Any:
-    from sidecar.runtime import current_runtime
-
-    return current_runtime()
 
 
 def _actor() -> str | None:
@@ -47,7 +41,7 @@ def _guard(scope_of: Any, affected: list[str] | None) -> Guard | None:
     actor = _actor()
     if actor is None:
         return None
-    bundle = _runtime().bundle
+    bundle = current_runtime().bundle
 
     def guard(before: TenantDirectory, after: TenantDirectory) -> None:
         check_escalation(bundle, actor, before, after, scope_of(before, after), affected)
@@ -60,7 +54,7 @@ def _all_locations(before: TenantDirectory, after: TenantDirectory) -> list[str]
 
 
 def _written(result: WriteResult, kind: str, subject: dict[str, str], status: int = 200) -> Any:
-    _runtime().written(WriteRecord(kind, subject, result.revision, result.before, result.after, result.tenants,
+    current_runtime().written(WriteRecord(kind, subject, result.revision, result.before, result.after, result.tenants,
                                    _actor(), g.get("request_id")))
     return reply({"revision": result.revision, **subject, "before": result.before, "after": result.after},
                  status)
@@ -69,7 +63,7 @@ def _written(result: WriteResult, kind: str, subject: dict[str, str], status: in
 @bp.get("/v1/roles")
 @require_scope("admin")
 def list_roles() -> Any:
-    bundle = _runtime().bundle
+    bundle = current_runtime().bundle
     return reply({"roles": [{"role": t.name, "rights": sorted(t.rights)} for t in bundle.templates.values()]})
 
 
@@ -77,7 +71,7 @@ def list_roles() -> Any:
 @require_scope("admin")
 def employee_route(employee: str) -> Any:
     ids(employee=employee)
-    store = _runtime().directory
+    store = current_runtime().directory
     if request.method == "GET":
         found = store.employee(employee)
         if found is None:
@@ -101,7 +95,7 @@ def employee_route(employee: str) -> Any:
 @require_scope("admin")
 def chain_route(chain: str) -> Any:
     ids(chain=chain)
-    store = _runtime().directory
+    store = current_runtime().directory
     if request.method == "GET":
         found = store.chain(chain)
         if found is None:
@@ -121,7 +115,7 @@ def chain_route(chain: str) -> Any:
 @require_scope("admin")
 def location_route(location: str) -> Any:
     ids(location=location)
-    store = _runtime().directory
+    store = current_runtime().directory
     if request.method == "GET":
         found = store.location(location)
         if found is None:
@@ -142,7 +136,7 @@ def location_route(location: str) -> Any:
 @require_scope("admin")
 def membership_route(location: str, employee: str) -> Any:
     ids(location=location, employee=employee)
-    store = _runtime().directory
+    store = current_runtime().directory
     if request.method == "GET":
         found = store.membership(location, employee)
         if found is None:
@@ -157,7 +151,7 @@ def membership_route(location: str, employee: str) -> Any:
 @require_scope("admin")
 def chain_membership_route(chain: str, employee: str) -> Any:
     ids(chain=chain, employee=employee)
-    store = _runtime().directory
+    store = current_runtime().directory
     if request.method == "GET":
         found = store.chain_membership(chain, employee)
         if found is None:
@@ -179,14 +173,14 @@ def chain_role_route(chain: str, role: str) -> Any:
 @require_scope("admin")
 def location_role_route(location: str, role: str) -> Any:
     ids(location=location, role=role)
-    found = _runtime().directory.location(location)
+    found = current_runtime().directory.location(location)
     if found is None:
         raise NotFound(f"location {location} does not exist")
     return _custom_role(found.tenant, location, role, {"location": location, "role": role})
 
 
 def _custom_role(tenant: str, scope: str, role: str, subject: dict[str, str], chain: str | None = None) -> Any:
-    store = _runtime().directory
+    store = current_runtime().directory
     if request.method == "GET":
         found = store.custom_role(tenant, scope, role)
         if found is None:
