@@ -2,23 +2,40 @@
 
 Every event goes to two sinks: one structlog JSON line (``"event": "audit"``) and the durable,
 hash-chained log of its chain, or of its standalone location (:mod:`sidecar.store.audit_log`).
-An event is acknowledged only once durable: in Redis, or, when Redis does not answer, fsync'd
-in this process's spool (:mod:`sidecar.store.spool`), replayed in order when Redis is back by a
-thread started on demand in the process that needs it. While this process has spooled events
-waiting, its new events queue behind them in the spool, so its events reach the log in order.
+
+Events reported with :func:`emit` (``POST /v1/audit/events``, looks at the Security section) and
+directory-write events are acknowledged only once durable: in Redis, or, when Redis does not
+answer, fsync'd in this process's spool (:mod:`sidecar.store.spool`). While this process has
+such spooled events waiting, its new events queue behind them in the spool; before going to
+Redis, an event first ships this process's pending check events, so its events reach the log in
+order.
+
+Critical-check events (``runtime.after_check``) do not wait for Redis: they are appended to the
+spool file as *journal* records, without fsync (one ``write(2)``: the record is in the kernel's
+page cache, so it survives SIGKILL of the worker; a host crash before the kernel writes the page
+back, within about 30 s, and before the record reached Redis, normally well under a millisecond
+later, loses it), their log line is written at once (``stored_in="journal"``, ``hash`` null),
+and the shipper thread is woken. The shipper appends pending records in batches, one
+``EVALSHA`` per run of one log's records, then writes one ``audit_shipped`` line per run with
+the log's new head hash (the anchor for those events). Its id makes each append idempotent, so
+re-shipping after a crash is harmless. A later process replays the files of dead ones.
 
     emit(runtime, category=..., action=..., outcome=..., employee=..., location=...) -> event id
 
 raises ``Unavailable`` (503) when neither Redis nor the spool took the event. Critical checks
 (``runtime.after_check``) and directory writes (``runtime.after_write``) are recorded by the
 listeners :func:`init_app` subscribes. Secrets never reach either sink: values under keys that
-look like tokens, codes or passwords are replaced before anything is written.
+look like tokens, codes or passwords in caller-supplied dicts are replaced before anything is
+written.
 
 Imports: the runtime, the stores, metrics, errors; the Security blueprint only inside init_app.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import functools
 import os
 import threading
 import time
@@ -45,6 +62,8 @@ REDACTED = "[redacted]"
 _SECRET_WORDS = ("token", "code", "password", "passwd", "secret", "otp", "authorization", "cookie",
                  "api_key", "apikey", "credential", "private_key")
 _TRIM_EVERY_S = 3600.0
+_SHIP_EVERY_S = 0.005  # at most one batch per this long: under load, records ship in batches
+_IDLE_S = 10.0  # the shipper looks for orphaned spool files this often, and exits when idle this long
 _FIELD_LIMIT = 512
 
 log = structlog.get_logger("sidecar.audit")
@@ -82,6 +101,17 @@ def init_app(app: Flask) -> None:
     auditor.replay_in_background_if_needed()
 
 
+def _ship_at_exit() -> None:
+    """A worker that exits normally ships its pending journal first (best effort)."""
+    for auditor in list(_auditors.values()):
+        if auditor.spool.pending():
+            with contextlib.suppress(StoreUnavailable, OSError):
+                auditor.flush()
+
+
+atexit.register(_ship_at_exit)
+
+
 def auditor_for(runtime: Runtime) -> Auditor:
     with _auditors_lock:
         auditor = _auditors.get(runtime)
@@ -117,10 +147,16 @@ def scrub(value: Any) -> Any:
 
 
 def _secret(key: object) -> bool:
-    lowered = str(key).lower()
+    return _secret_name(str(key))
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_name(key: str) -> bool:
+    lowered = key.lower()
     return any(word in lowered for word in _SECRET_WORDS)
 
 
+@functools.lru_cache(maxsize=4096)
 def category_of(action: str) -> str:
     """The category of a right (``resource:action``) or of an upstream service's action name."""
     resource, _, verb = action.lower().partition(":")
@@ -143,15 +179,17 @@ def _short(value: Any) -> str | None:
 
 
 def _device(value: Any) -> dict[str, Any] | None:
+    """A check's ``context.device``: at most 16 fields, long strings cut, secrets scrubbed."""
     if not isinstance(value, dict):
         return None
-    return {str(k)[:64]: (v[:_FIELD_LIMIT] if isinstance(v, str) else v) for k, v in list(value.items())[:16]}
+    return {str(k)[:64]: REDACTED if _secret(k) else v[:_FIELD_LIMIT] if isinstance(v, str) else scrub(v)
+            for k, v in list(value.items())[:16]}
 
 
 # -- the writer ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Stored:
-    sink: str  # redis | spool
+    sink: str  # redis | spool | journal
     hashes: list[str | None]
 
 
@@ -164,9 +202,10 @@ class Auditor:
         self.spool = Spool(runtime.settings.data_dir / "audit-spool")
         self._lock = threading.Lock()
         self._replay_lock = threading.Lock()
-        self._spooled = False  # this process has spooled events not yet known to be replayed
+        self._spooled = False  # this process has spooled (fsync'd) events not yet known to be shipped
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # journal records wait: ship them now
         self._trimmed: dict[str, float] = {}
         self._thread_pid = 0
 
@@ -195,7 +234,9 @@ class Auditor:
         resolved = [(log_id, event) for log_id, event in items if log_id is not None]
         if not self._spooled and len(resolved) == len(items):
             try:
-                appended = self.store.append_many(resolved)
+                with self.spool.ship_lock:  # this process's pending check events go first
+                    self._ship_own()
+                    appended = self.store.append_many(resolved)
             except StoreUnavailable:
                 pass
             else:
@@ -204,8 +245,7 @@ class Auditor:
                 return Stored("redis", [a.hash for a in appended])
         try:
             with self._lock:
-                for log_id, event in items:
-                    self.spool.append({"log": log_id, "event": event})
+                self.spool.append_many([{"log": log_id, "event": event} for log_id, event in items])
                 self._spooled = True
         except OSError as exc:
             _FAILED.inc(len(items))
@@ -214,6 +254,27 @@ class Auditor:
         _SPOOLED.inc(len(items))
         self._ensure_replayer()
         return Stored("spool", [None] * len(items))
+
+    def journal(self, items: list[tuple[str, dict[str, Any]]]) -> Stored:
+        """Critical-check events: into the spool file without fsync, log lines, wake the shipper.
+
+        Falls back to :meth:`record` (Redis, else the fsync'd spool, else 503) when the spool
+        file refuses them.
+        """
+        for log_id, event in items:
+            if log_id.startswith("c:"):
+                event["chain"] = log_id[2:]
+        try:
+            self.spool.append_many([{"log": log_id, "event": event, "j": 1} for log_id, event in items], sync=False)
+        except OSError as exc:
+            log.warning("audit_journal_failed", error=str(exc))
+            return self.record(list(items))
+        _WRITTEN.inc(len(items))  # counted once journaled, so the counter moves with the checks
+        for log_id, event in items:
+            log.info("audit", **event, log=log_id, stored_in="journal", hash=None)
+        self._ensure_replayer()
+        self._wake.set()
+        return Stored("journal", [None] * len(items))
 
     def _maybe_trim(self, logs: set[str]) -> None:
         now = time.monotonic()
@@ -238,19 +299,25 @@ class Auditor:
         log_id = engine.directory.tenant if engine is not None else None
         chain = engine.directory.chain.id if engine is not None and engine.directory.chain else None
         context = record.context
-        events = [new_event(category=category_of(d.right), action=d.right,
-                            outcome="allowed" if d.allowed else "denied", employee=record.employee,
-                            location=record.location, chain=chain, object=None,
-                            device=_device(context.get("device")), ip=_short(context.get("ip")),
-                            request_id=_short(context.get("request_id")) or record.request_id,
-                            details={"decision_id": decision_id, "reason": d.reason, "source": record.source,
-                                     "mfa": bool(context.get("mfa", False))})
+        device = _device(context.get("device"))
+        ip = _short(context.get("ip"))
+        request_id = _short(context.get("request_id")) or record.request_id
+        mfa = bool(context.get("mfa", False))
+        at = now_rfc3339()
+        # Built here rather than by new_event: every field but device is the sidecar's own, so
+        # only device (the caller's) needs scrubbing, and category_of always names a category.
+        events = [{"id": uuid.uuid4().hex, "time": at, "location": record.location, "chain": chain,
+                   "employee": record.employee, "action": d.right, "category": category_of(d.right),
+                   "outcome": "allowed" if d.allowed else "denied", "object": None,
+                   "device": device, "ip": ip, "request_id": request_id,
+                   "details": {"decision_id": decision_id, "reason": d.reason, "source": record.source,
+                               "mfa": mfa}}
                   for d, decision_id in critical]
         if log_id is None:  # an unknown location has no Security section: the log line only
             for event in events:
                 log.info("audit", **event, log=None, stored_in="none", hash=None)
             return
-        self.record([(log_id, event) for event in events])
+        self.journal([(log_id, event) for event in events])
 
     def after_write(self, record: WriteRecord) -> None:
         verb = "create" if record.before is None else "delete" if record.after is None else "update"
@@ -275,29 +342,58 @@ class Auditor:
                               device=None, ip=None, request_id=record.request_id, details=details)
             log.info("audit", **event, log=None, stored_in="none", hash=None)
 
-    # -- replay ---------------------------------------------------------------------------------
+    # -- shipping and replay ---------------------------------------------------------------------
     def replay_now(self) -> int:
-        """Replay every spool file this process can lock, oldest first. Raises StoreUnavailable."""
+        """Ship every spool record this process can: other processes' orphaned files (oldest
+        first), then its own pending records. Raises StoreUnavailable."""
         with self._replay_lock:
-            count = self.spool.replay(self._replay_one)
-        with self._lock:
-            if self._spooled and not self.spool.own_records():
-                self._spooled = False
+            count = self.spool.replay(self._ship)
+        return count + self._ship_own()
+
+    def flush(self) -> int:
+        """Ship this process's pending records now (e.g. its journal). Raises StoreUnavailable."""
+        return self._ship_own()
+
+    def _ship_own(self) -> int:
+        count = self.spool.ship_own(self._ship)
+        if self._spooled:
+            with self._lock:
+                if self._spooled and not self.spool.pending():
+                    self._spooled = False
         return count
 
-    def _replay_one(self, record: Record) -> None:
-        event: dict[str, Any] = record["event"]
-        log_id = record.get("log") or self.log_of(event.get("location"), event.get("chain"))
-        if log_id is None:
-            raise StoreUnavailable("the directory store (Redis) is unreachable")
-        if log_id.startswith("c:"):
-            event["chain"] = log_id[2:]
-        appended = self.store.append(log_id, event)
-        if not appended.added:
-            _DUPLICATE.inc()
-        else:
-            _REPLAYED.inc()
-            log.info("audit_replayed", id=event["id"], log=log_id, hash=appended.hash)
+    def _ship(self, records: list[Record]) -> None:
+        """Append consecutive spool records to their logs: one EVALSHA per run of one log."""
+        items: list[tuple[str, dict[str, Any]]] = []
+        for record in records:
+            event: dict[str, Any] = record["event"]
+            log_id = record.get("log") or self.log_of(event.get("location"), event.get("chain"))
+            if log_id is None:
+                raise StoreUnavailable("the directory store (Redis) is unreachable")
+            if log_id.startswith("c:"):
+                event["chain"] = log_id[2:]
+            items.append((log_id, event))
+        appended = self.store.append_many(items)
+        duplicate = 0
+        run_start = 0
+        for i, ((log_id, event), record, result) in enumerate(zip(items, records, appended, strict=True)):
+            if not result.added:
+                duplicate += 1
+            elif record.get("j"):
+                pass  # a journal record: counted (written) and logged when it was journaled
+            else:
+                _REPLAYED.inc()
+                log.info("audit_replayed", id=event["id"], log=log_id, hash=result.hash)
+            if i + 1 == len(items) or items[i + 1][0] != log_id:  # the end of a run of one log
+                run = appended[run_start:i + 1]
+                head = next((a.hash for a in reversed(run) if a.added), None)
+                if head is not None:
+                    log.info("audit_shipped", log=log_id, count=sum(a.added for a in run),
+                             last_id=event["id"], hash=head)
+                run_start = i + 1
+        if duplicate:
+            _DUPLICATE.inc(duplicate)
+        self._maybe_trim({log_id for log_id, _ in items})
 
     def replay_in_background_if_needed(self) -> None:
         if self.spool.has_records():
@@ -305,7 +401,7 @@ class Auditor:
 
     def _ensure_replayer(self) -> None:
         with self._lock:
-            if self._thread is not None and self._thread.is_alive() and self._thread_pid == os.getpid():
+            if self._thread is not None and self._thread_pid == os.getpid() and self._thread.is_alive():
                 return
             self._stop.clear()
             self._thread = threading.Thread(target=self._replay_loop, name="sidecar-audit-replay", daemon=True)
@@ -313,28 +409,52 @@ class Auditor:
             self._thread.start()
 
     def _replay_loop(self) -> None:
-        backoff = 0.1
+        """Ship this process's records as soon as woken; replay orphaned files every _IDLE_S."""
+        backoff = 0.0
+        scan_at = 0.0
+        shipped_at = 0.0
         while not self._stop.is_set():
+            gap = shipped_at + _SHIP_EVERY_S - time.monotonic()
+            if gap > 0 and self._stop.wait(gap):  # the records that arrive meanwhile join the batch
+                break
+            shipped_at = time.monotonic()
+            self._wake.clear()
             try:
-                self.replay_now()
-                backoff = 0.1
+                if time.monotonic() >= scan_at:
+                    with self._replay_lock:
+                        self.spool.replay(self._ship)
+                    scan_at = time.monotonic() + _IDLE_S
+                self._ship_own()
+                backoff = 0.0
             except StoreUnavailable:
-                backoff = min(backoff * 2, 5.0)
-            except OSError as exc:
-                log.error("audit_replay_failed", error=str(exc))
-                backoff = min(backoff * 2, 5.0)
-            with self._lock:
-                if not self._spooled and not self.spool.has_records():
+                backoff = min(max(backoff * 2, 0.1), 5.0)
+            except Exception as exc:  # the shipper must outlive any one failure
+                log.error("audit_replay_failed", error=str(exc), error_type=type(exc).__name__)
+                backoff = min(max(backoff * 2, 0.1), 5.0)
+            if backoff:
+                self._stop.wait(backoff)
+                continue
+            if self._wake.wait(_IDLE_S):
+                continue
+            with self._lock:  # idle: exit unless something waits (a new record starts a new thread)
+                if not self.spool.pending() and not self.spool.others_have_records() and not self._wake.is_set():
                     self._thread = None
                     return
-            self._stop.wait(backoff)
 
     def stop(self) -> None:
-        """Stop the replay thread (tests; a worker simply exits) and close the spool file."""
+        """Stop the shipper, ship what is pending if Redis answers, close the spool file.
+
+        Records Redis did not take stay in the file, for a later replay.
+        """
         self._stop.set()
+        self._wake.set()
         thread = self._thread
-        if thread is not None:
+        if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
+        with self._lock:
+            self._thread = None
+        with contextlib.suppress(StoreUnavailable, OSError):
+            self._ship_own()
         self.spool.close()
 
     # -- reading (the Security section) ---------------------------------------------------------

@@ -130,6 +130,25 @@ def test_replaying_an_event_twice_appends_it_once(app, api, redis_url) -> None:
     assert [e["id"] for e in read_log(redis_url, LOG)].count(event["id"]) == 1
 
 
+def test_a_batch_appends_each_run_of_one_log_in_order_and_skips_seen_ids(app, api, redis_url) -> None:
+    seed(api)
+    store = audit_log(redis_url)
+
+    def event(n: int) -> dict:
+        return audit.new_event(category="login", action="login", outcome="success", employee="e-1",
+                               location="l-1", chain="ch-1", object=None, device=None, ip=None, request_id=None,
+                               details={"n": n})
+
+    first, second, third, other = event(1), event(2), event(3), event(4)
+    store.append(LOG, first)
+    results = store.append_many([(LOG, first), (LOG, second), ("l:l-9", other), (LOG, third), (LOG, second)])
+    assert [r.added for r in results] == [False, True, True, True, False]
+    logins = [e for e in read_log(redis_url, LOG) if e["action"] == "login"]
+    assert [e["id"] for e in logins] == [first["id"], second["id"], third["id"]]
+    assert logins[-1]["hash"] == results[3].hash
+    assert store.verify(LOG).intact and store.verify("l:l-9").intact
+
+
 def test_retention_trims_old_events_and_the_log_still_verifies(app, api, redis_url) -> None:
     seed(api)
     fill(app, 10)

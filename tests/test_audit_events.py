@@ -5,13 +5,20 @@ from __future__ import annotations
 import pytest
 
 from sidecar import audit
-from tests.test_audit_helpers import read_log, report, seed
+from tests.test_audit_helpers import read_log, report, seed, shipped, stop_auditors
 
 DEVICE = {"id": "d-1", "name": "Front desk iPad", "platform": "ios", "user_agent": "App/1.0"}
 CONTEXT = {"mfa": True, "ip": "203.0.113.7", "request_id": "upstream-req-1", "device": DEVICE}
 
 
-def checks_in(url: str, log: str) -> list[dict]:
+@pytest.fixture(autouse=True)
+def _no_shipper_outlives_the_test():
+    yield
+    stop_auditors()
+
+
+def checks_in(api, url: str, log: str) -> list[dict]:
+    shipped(api)
     return [e for e in read_log(url, log) if e["details"] and e["details"].get("decision_id")]
 
 
@@ -27,7 +34,7 @@ def test_a_critical_check_is_an_event_with_device_ip_and_request_id(api, redis_u
                                                                      category) -> None:
     seed(api)
     answer = api.check(employee, "l-1", right, context=CONTEXT)
-    (event,) = checks_in(redis_url, "c:ch-1")
+    (event,) = checks_in(api, redis_url, "c:ch-1")
     assert (event["action"], event["outcome"], event["category"]) == (right, outcome, category)
     assert (event["employee"], event["location"], event["chain"]) == (employee, "l-1", "ch-1")
     assert (event["device"], event["ip"], event["request_id"]) == (DEVICE, "203.0.113.7", "upstream-req-1")
@@ -37,7 +44,7 @@ def test_a_critical_check_is_an_event_with_device_ip_and_request_id(api, redis_u
 def test_a_check_of_an_ordinary_right_is_not_an_event(api, redis_url) -> None:
     seed(api)
     api.check("e-1", "l-1", "calendar:view")
-    assert checks_in(redis_url, "c:ch-1") == []
+    assert checks_in(api, redis_url, "c:ch-1") == []
 
 
 def test_each_critical_check_of_a_batch_is_one_event(api, redis_url) -> None:
@@ -46,7 +53,7 @@ def test_each_critical_check_of_a_batch_is_one_event(api, redis_url) -> None:
         {"resource": "calendar", "action": "view"}, {"resource": "client", "action": "delete"},
         {"resource": "appointment", "action": "delete"}, {"resource": "payment", "action": "refund"}]}
     assert api.post("/v1/check/batch", body, scope="check").status_code == 200
-    events = checks_in(redis_url, "c:ch-1")
+    events = checks_in(api, redis_url, "c:ch-1")
     assert [(e["action"], e["outcome"]) for e in events] == [
         ("client:delete", "denied"), ("appointment:delete", "allowed"), ("payment:refund", "denied")]
 
@@ -54,7 +61,7 @@ def test_each_critical_check_of_a_batch_is_one_event(api, redis_url) -> None:
 def test_a_check_at_a_standalone_location_lands_in_that_locations_log(api, redis_url) -> None:
     seed(api)
     api.check("solo", "l-9", "client:delete")
-    (event,) = checks_in(redis_url, "l:l-9")
+    (event,) = checks_in(api, redis_url, "l:l-9")
     assert (event["location"], event["chain"], event["outcome"]) == ("l-9", None, "allowed")
 
 
@@ -63,7 +70,7 @@ def test_a_check_without_context_uses_the_requests_id(api, redis_url) -> None:
     response = api.post("/v1/check", {"employee": "e-1", "location": "l-1", "resource": "client",
                                       "action": "delete"}, scope="check", headers={"X-Request-Id": "rid-42"})
     assert response.status_code == 200
-    (event,) = checks_in(redis_url, "c:ch-1")
+    (event,) = checks_in(api, redis_url, "c:ch-1")
     assert event["request_id"] == "rid-42"
 
 
@@ -143,3 +150,43 @@ def test_emit_routes_a_chain_locations_event_to_the_chain_log(app, api, redis_ur
     assert ids[0] in {e["id"] for e in read_log(redis_url, "c:ch-1")}
     assert ids[1] in {e["id"] for e in read_log(redis_url, "l:l-9")}
     assert ids[2] in {e["id"] for e in read_log(redis_url, "c:ch-1")}
+
+
+def test_a_journaled_check_event_counts_as_written_not_replayed(api, redis_url) -> None:
+    from sidecar import metrics
+
+    def count(result: str) -> float:
+        return metrics.AUDIT_EVENTS.labels(result)._value.get()
+
+    seed(api)
+    shipped(api)
+    written, replayed = count("written"), count("replayed")
+    api.check("e-1", "l-1", "client:delete")
+    assert count("written") == written + 1  # at once, as the check answers
+    assert len(checks_in(api, redis_url, "c:ch-1")) == 1
+    assert (count("written"), count("replayed")) == (written + 1, replayed)
+
+
+def test_stopping_the_auditor_ships_the_pending_journal(api, redis_url, monkeypatch) -> None:
+    seed(api)
+    auditor = audit.auditor_for(api.app.extensions["sidecar"])
+    auditor.flush()
+    monkeypatch.setattr(auditor, "_ensure_replayer", lambda: None)  # as if the shipper had not run yet
+    api.check("e-1", "l-1", "client:delete")
+    assert auditor.spool.pending() == 1
+    auditor.stop()
+    assert [e["action"] for e in read_log(redis_url, "c:ch-1") if e["details"].get("decision_id")] == [
+        "client:delete"]
+    assert not auditor.spool.has_records()
+
+
+def test_a_write_event_reaches_the_log_after_the_check_events_journaled_before_it(api, redis_url,
+                                                                                   monkeypatch) -> None:
+    seed(api)
+    auditor = audit.auditor_for(api.app.extensions["sidecar"])
+    auditor.flush()
+    monkeypatch.setattr(auditor, "_ensure_replayer", lambda: None)
+    api.check("e-1", "l-1", "client:delete")
+    assert report(api, request_id="after-the-check").status_code == 202
+    actions = [e["action"] for e in read_log(redis_url, "c:ch-1")][-2:]
+    assert actions == ["client:delete", "login"]

@@ -6,6 +6,7 @@ from typing import Any
 
 import redis
 
+from sidecar import audit
 from sidecar.store.audit_log import AuditLog
 
 # ch-1 has l-1 and l-2; l-9 stands alone.
@@ -53,3 +54,14 @@ def audit_log(url: str) -> AuditLog:
 def report(api: Any, **body: Any) -> Any:
     payload = {"location": "l-1", "employee": "e-1", "action": "login", "outcome": "success", **body}
     return api.post("/v1/audit/events", payload, scope="audit")
+
+
+def shipped(api: Any) -> None:
+    """Ship the app's journaled check events now (the shipper thread does it within moments)."""
+    audit.auditor_for(api.app.extensions["sidecar"]).flush()
+
+
+def stop_auditors() -> None:
+    """Ship and stop every live auditor, so no shipper outlives its test into the next one."""
+    for auditor in list(audit._auditors.values()):
+        auditor.stop()

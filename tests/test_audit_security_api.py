@@ -5,14 +5,21 @@ from __future__ import annotations
 import csv
 import io
 import threading
+import time
 
 import pytest
 
 from sidecar import audit
-from tests.test_audit_helpers import audit_log, read_log, report, seed
+from tests.test_audit_helpers import audit_log, read_log, report, seed, stop_auditors
 
 LOCATION_ROUTE = "/v1/locations/l-1/security-events"
 CHAIN_ROUTE = "/v1/chains/ch-1/security-events"
+
+
+@pytest.fixture(autouse=True)
+def _no_shipper_outlives_the_test():
+    yield
+    stop_auditors()
 
 
 def look(api, route: str, **args):
@@ -181,3 +188,17 @@ def test_csv_cells_never_start_a_formula(api) -> None:
     response = look(api, CHAIN_ROUTE, viewer="boss", format="csv", action="clients.export_finished")
     rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
     assert rows[1][8] == "'=HYPERLINK(1)"
+
+
+def test_a_critical_checks_event_shows_in_the_security_section_promptly(api) -> None:
+    seed(api)
+    answer = api.check("e-1", "l-1", "client:delete")  # journaled, then shipped by the shipper thread
+    found: list[dict] = []
+    deadline = time.monotonic() + 5
+    while not found and time.monotonic() < deadline:
+        events = look(api, LOCATION_ROUTE, viewer="boss", action="client:delete").get_json()["events"]
+        found = [e for e in events if e["details"]["decision_id"] == answer["decision_id"]]
+        if not found:
+            time.sleep(0.02)
+    assert len(found) == 1
+    assert (found[0]["employee"], found[0]["outcome"], found[0]["category"]) == ("e-1", "denied", "delete")

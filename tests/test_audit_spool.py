@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,9 +19,15 @@ from sidecar.app import create_app
 from sidecar.runtime import Runtime
 from sidecar.store.redis_server import RedisServer
 from tests.conftest import Api, make_settings, make_tokens
-from tests.test_audit_helpers import audit_log, read_log, report, seed
+from tests.test_audit_helpers import audit_log, read_log, report, seed, stop_auditors
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _no_shipper_outlives_the_test():
+    yield
+    stop_auditors()
 
 
 @pytest.fixture
@@ -148,3 +155,59 @@ def test_a_new_process_replays_the_spool_a_killed_one_left(tmp_path, own_redis) 
     finally:
         audit.auditor_for(runtime).stop()
         runtime.stop()
+
+
+def test_check_events_of_a_worker_killed_right_after_answering_are_shipped_by_a_later_process(
+        tmp_path, outage_api, own_redis) -> None:
+    seed(outage_api)  # the directory is in Redis; the worker below has a data directory of its own
+    data = tmp_path / "worker-data"
+    script = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        from sidecar import audit
+        from sidecar.app import create_app
+        from tests.conftest import Api, make_settings, make_tokens
+        # As if the worker died before its shipper thread ran: its check events are only journaled.
+        audit.Auditor._ensure_replayer = lambda self: None
+        settings = make_settings(Path({str(data)!r}))
+        app = create_app(settings, redis_url={own_redis.url!r})
+        api = Api(app, make_tokens(settings))
+        while True:
+            answer = api.check("e-1", "l-1", "client:delete")
+            sys.stderr.write("ANSWERED " + answer["decision_id"] + "\\n")
+            sys.stderr.flush()
+    """)
+    worker = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    answered: list[str] = []
+    try:
+        assert worker.stderr is not None
+        for line in worker.stderr:
+            if line.startswith("ANSWERED "):
+                answered.append(line.split()[1])
+            if len(answered) >= 300:
+                break
+        os.kill(worker.pid, signal.SIGKILL)
+    finally:
+        worker.kill()
+        worker.wait()
+        if worker.stderr is not None:
+            worker.stderr.close()
+    assert len(answered) == 300, "the worker stopped before it answered 300 checks"
+    assert [e for e in read_log(own_redis.url, "c:ch-1") if e["details"].get("decision_id")] == []
+
+    later = create_app(make_settings(data), redis_url=own_redis.url)  # replays the orphaned file on start
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            shipped = [e["details"]["decision_id"] for e in read_log(own_redis.url, "c:ch-1")
+                       if e["details"].get("decision_id")]
+            if set(answered) <= set(shipped) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert [d for d in shipped if d in set(answered)] == answered  # none lost, in order
+        assert len(shipped) == len(set(shipped))
+        assert audit_log(own_redis.url).verify("c:ch-1").intact
+    finally:
+        audit.auditor_for(later.extensions["sidecar"]).stop()
+        later.extensions["sidecar"].stop()

@@ -13,7 +13,9 @@ Layout (``T`` is a log: the tenant id ``c:<chain>`` or ``l:<standalone location>
 ``hash`` as compact JSON with sorted keys; the first event's ``prev_hash`` is forty zeros.
 The append is one Lua script (one round trip): it skips an id it has seen, reads the head,
 hashes with ``redis.sha1hex``, XADDs and moves the head, so appends from any number of workers
-and replicas serialise inside Redis and never fork the chain. Redis Lua has no SHA-256, which
+and replicas serialise inside Redis and never fork the chain. A second script appends a run of
+one log's events the same way in one ``EVALSHA`` (:meth:`AuditLog.append_many`, what the
+shipper of :mod:`sidecar.audit` uses for its batches). Redis Lua has no SHA-256, which
 is why the link is SHA-1 (see docs/audit.md). Redis errors surface as ``StoreUnavailable``.
 
 Imports: redis, orjson, ``sidecar.errors`` and ``sidecar.store.directory.translated_errors``.
@@ -47,6 +49,37 @@ redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 redis.call('SADD', KEYS[4], ARGV[4])
 return h
+"""
+
+# A run of events of one log in one step, each as _APPEND does it (skip a seen id, link to the
+# head, XADD, count, remember the id), the head read once and moved once. KEYS: stream, meta, the
+# set of logs, then the id set of each event; ARGV: ttl, log, genesis, then id and body per event.
+# Returns each event's hash, or nil for an id seen before.
+_APPEND_RUN = """
+local prev = redis.call('HGET', KEYS[2], 'head')
+if not prev then prev = ARGV[3] end
+local out = {}
+local added = 0
+for i = 1, (#ARGV - 3) / 2 do
+  local id, body, ids = ARGV[2 + 2 * i], ARGV[3 + 2 * i], KEYS[3 + i]
+  if redis.call('SISMEMBER', ids, id) == 1 then
+    out[i] = false
+  else
+    local h = redis.sha1hex(prev .. '\\n' .. body)
+    redis.call('XADD', KEYS[1], '*', 'e', body, 'p', prev, 'h', h)
+    redis.call('SADD', ids, id)
+    redis.call('EXPIRE', ids, ARGV[1])
+    prev = h
+    added = added + 1
+    out[i] = h
+  end
+end
+if added > 0 then
+  redis.call('HSET', KEYS[2], 'head', prev)
+  redis.call('HINCRBY', KEYS[2], 'count', added)
+  redis.call('SADD', KEYS[3], ARGV[2])
+end
+return out
 """
 
 # Remove entries older than ARGV[1] (a stream id), at most ARGV[2], remembering the last removed
@@ -118,6 +151,7 @@ class AuditLog:
         self.client = client
         self.retention_days = retention_days
         self._append = client.register_script(_APPEND)
+        self._append_run = client.register_script(_APPEND_RUN)
         self._trim = client.register_script(_TRIM)
 
     # -- writing ------------------------------------------------------------------------------
@@ -134,16 +168,38 @@ class AuditLog:
             reply = self._append(keys=keys, args=args)
         return _appended(reply)
 
+    def _run_args(self, log: str, events: list[dict[str, Any]]) -> tuple[list[str], list[Any]]:
+        keys = [stream_key(log), meta_key(log), LOGS_KEY]
+        args: list[Any] = [(self.retention_days + 2) * 86400, log, GENESIS]
+        for event in events:
+            keys.append(ids_key(log, event["time"][:10].replace("-", "")))
+            args += (event["id"], canonical(event))
+        return keys, args
+
     def append_many(self, items: list[tuple[str, dict[str, Any]]]) -> list[Appended]:
-        """Several appends in one pipelined round trip (each atomic on its own, all idempotent)."""
-        if len(items) == 1:
-            return [self.append(*items[0])]
-        with translated_errors(), self.client.pipeline(transaction=False) as pipe:
-            for log, event in items:
-                keys, args = self._append_args(log, event)
-                self._append(keys=keys, args=args, client=pipe)
-            replies = pipe.execute()
-        return [_appended(reply) for reply in replies]
+        """Append events in order (idempotent by id), one ``EVALSHA`` per run of one log's events.
+
+        Each run is atomic; several runs go in one pipelined round trip.
+        """
+        runs: list[tuple[str, list[dict[str, Any]]]] = []
+        for log, event in items:
+            if runs and runs[-1][0] == log:
+                runs[-1][1].append(event)
+            else:
+                runs.append((log, [event]))
+        if not runs:
+            return []
+        with translated_errors():
+            if len(runs) == 1:
+                keys, args = self._run_args(*runs[0])
+                replies = [self._append_run(keys=keys, args=args)]
+            else:
+                with self.client.pipeline(transaction=False) as pipe:
+                    for log, events in runs:
+                        keys, args = self._run_args(log, events)
+                        self._append_run(keys=keys, args=args, client=pipe)
+                    replies = pipe.execute()
+        return [_appended(reply) for run in replies for reply in run]
 
     def trim(self, log: str, now_ms: int, batch: int = 1000) -> int:
         """Drop entries older than the retention period (keeps the chain verifiable)."""

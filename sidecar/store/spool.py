@@ -1,16 +1,29 @@
-"""A local append-only spool for audit events that Redis could not take.
+"""A local append-only spool for audit events: the journal of check events, and what Redis refused.
 
 One file per process (``<pid>-<nonce>.spool`` under the spool directory), one JSON line per
-record, written with ``O_APPEND`` and fsync'd before :meth:`Spool.append` returns, so an
-acknowledged record survives SIGKILL of the process (and of the machine, once the directory
-entry is synced, which happens when the file is created). A torn last line, from a process
-killed mid-write, was never acknowledged and is dropped on replay.
+record, written with ``O_APPEND``. Two kinds of append:
 
-Replay takes an exclusive ``fcntl.flock`` on a file without waiting (another process replaying
-it means skip it), hands each record in file order to the sink, and empties the file only when
-every record was taken; a sink failure leaves the file for the next attempt, so the sink must be
-idempotent. The owner takes the same lock for each append, so a record is never half-read. An
-empty file whose owner process is gone is removed.
+* ``sync=True`` (the spool proper: events Redis did not take): the record is fsync'd before
+  :meth:`Spool.append` returns, so it survives SIGKILL of the process and a crash of the host
+  (the directory entry is fsync'd when the file is created).
+* ``sync=False`` (the journal of critical-check events): the record has reached the kernel's
+  page cache when ``append`` returns (one ``write(2)``), not the disk. It survives SIGKILL of
+  the process (the kernel still holds the page and writes it back) but not a host crash (power
+  loss, kernel panic) before the kernel writes the page back, by default within about 30 s
+  (``vm.dirty_expire_centisecs``) -- unless it was shipped to Redis first, which normally takes
+  well under a millisecond. An fsync of a later record also makes it durable.
+
+The owner holds an exclusive ``fcntl.flock`` on its file for as long as it has it open, and
+keeps the records it appended in memory, in file order (:meth:`Spool.ship_own` hands them to a
+sink in batches and empties the file once none is left; a file that has grown large while never
+empty is rewritten with only the unshipped records, in a new file). Other processes therefore
+never read a live owner's file; when the owner dies (SIGKILL included) the kernel drops its lock
+and any process can replay the orphaned file (:meth:`Spool.replay`): it takes the lock without
+waiting (another process replaying it means skip it), hands the records in file order to the
+sink in batches, and empties the file only when every record was taken; a sink failure leaves
+the file for the next attempt, so the sink must be idempotent. A torn last line, from a process
+killed mid-write, was never acknowledged and is dropped. An empty file whose owner process is
+gone is removed.
 
 Imports: the standard library and orjson only.
 """
@@ -31,52 +44,127 @@ SUFFIX = ".spool"
 Record = dict[str, Any]
 
 
+BATCH = 200
+ROTATE_BYTES = 4 << 20  # an own file never empty for this long is rewritten with what is unshipped
+Sink = Callable[[list[Record]], None]
+
+
 class Spool:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the own file, its size and the pending records
+        self.ship_lock = threading.RLock()  # one shipper of the own records at a time
         self._fd: int | None = None
         self._pid = 0
         self._path: Path | None = None
+        self._size = 0
+        self._pending: list[Record] = []  # appended to the own file, not yet shipped, in file order
 
     # -- writing (the owner) --------------------------------------------------------------------
     def _own_fd(self) -> int:
         if self._fd is None or self._pid != os.getpid():  # after a fork the child needs its own file
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._path = self.directory / f"{os.getpid()}-{uuid.uuid4().hex[:12]}{SUFFIX}"
-            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            self._pid = os.getpid()
-            _fsync_directory(self.directory)
+            if self._fd is not None:  # the parent's file, its records and its lock stay the parent's
+                os.close(self._fd)
+                self._fd, self._pending, self._size = None, [], 0
+            self._fd, self._path = self._new_file()
+            self._pid, self._size = os.getpid(), 0
         return self._fd
 
-    def append(self, record: Record) -> None:
-        """Write one record and fsync it. Raises OSError when the disk does not take it."""
-        line = orjson.dumps(record) + b"\n"
+    def _new_file(self) -> tuple[int, Path]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{os.getpid()}-{uuid.uuid4().hex[:12]}{SUFFIX}"
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held while the file is open: no other process reads it
+            _fsync_directory(self.directory)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd, path
+
+    def append(self, record: Record, *, sync: bool = True) -> None:
+        """Write one record (fsync'd when ``sync``). Raises OSError when the disk does not take it."""
+        self.append_many([record], sync=sync)
+
+    def append_many(self, records: list[Record], *, sync: bool = True) -> None:
+        """Write records in one ``write(2)``, fsync'd when ``sync``. Raises OSError if refused."""
+        data = b"".join(orjson.dumps(record) + b"\n" for record in records)
         with self._lock:
             fd = self._own_fd()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                written = os.write(fd, line)
-                if written != len(line):
-                    raise OSError(f"short write to the audit spool ({written} of {len(line)} bytes)")
+            written = os.write(fd, data)
+            self._size += written
+            if written != len(data):
+                raise OSError(f"short write to the audit spool ({written} of {len(data)} bytes)")
+            if sync:
                 os.fsync(fd)
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            self._pending.extend(records)
+
+    def pending(self) -> int:
+        """How many of this process's records wait to be shipped."""
+        with self._lock:
+            return len(self._pending) if self._pid == os.getpid() else 0
 
     def own_records(self) -> bool:
-        """Whether this process's own file still holds records (another process may have replayed it)."""
+        """Whether this process's own file still holds records."""
         with self._lock:
             if self._fd is None or self._pid != os.getpid():
                 return False
-            return os.fstat(self._fd).st_size > 0
+            return bool(self._pending) or self._size > 0
+
+    def ship_own(self, sink: Sink, batch: int = BATCH) -> int:
+        """Hand this process's pending records to ``sink``, oldest first, ``batch`` at a time.
+
+        Appends go on while a batch is in the sink. A sink failure propagates, with that batch
+        and the ones after it still pending. The file is emptied whenever nothing is pending.
+        """
+        shipped = 0
+        with self.ship_lock:
+            while True:
+                with self._lock:
+                    if self._pid != os.getpid() or not self._pending:
+                        return shipped
+                    chunk = self._pending[:batch]
+                sink(chunk)
+                shipped += len(chunk)
+                with self._lock:
+                    del self._pending[:len(chunk)]
+                    if self._fd is None:
+                        continue
+                    if not self._pending:
+                        if self._size:
+                            os.ftruncate(self._fd, 0)  # if a crash undoes it, a replay finds duplicates only
+                            self._size = 0
+                    elif self._size > ROTATE_BYTES:
+                        self._rewrite()
+
+    def _rewrite(self) -> None:
+        """Move the pending records to a new own file (called with ``_lock`` held)."""
+        assert self._fd is not None and self._path is not None
+        data = b"".join(orjson.dumps(record) + b"\n" for record in self._pending)
+        fd, path = self._new_file()
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError("short write while rewriting the audit spool")
+            os.fsync(fd)
+        except OSError:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        old_fd, old_path = self._fd, self._path
+        self._fd, self._path, self._size = fd, path, len(data)
+        old_path.unlink(missing_ok=True)  # killed before this: the old file replays as duplicates
+        os.close(old_fd)
 
     def close(self) -> None:
+        """Close the own file (removed when empty); pending records stay in it for a replay."""
         with self._lock:
             if self._fd is not None and self._pid == os.getpid():
+                if self._size == 0 and not self._pending and self._path is not None:
+                    self._path.unlink(missing_ok=True)
                 os.close(self._fd)
-            self._fd = None
+            self._fd, self._path, self._pending, self._size = None, None, [], 0
 
-    # -- replaying (any process) ----------------------------------------------------------------
+    # -- replaying files of other processes (and of closed spools) ------------------------------
     def files(self) -> list[Path]:
         try:
             found = [p for p in self.directory.iterdir() if p.name.endswith(SUFFIX)]
@@ -87,41 +175,50 @@ class Spool:
     def has_records(self) -> bool:
         return any(_size(p) > 0 for p in self.files())
 
-    def replay(self, sink: Callable[[Record], None]) -> int:
-        """Hand every complete record of every spool file to ``sink``, in order; return how many.
+    def others_have_records(self) -> bool:
+        """Whether a spool file other than this process's own holds records."""
+        own = self._path
+        return any(_size(p) > 0 for p in self.files() if p != own)
 
-        Stops at the first sink failure (the exception propagates) with that file left intact.
+    def replay(self, sink: Sink, batch: int = BATCH) -> int:
+        """Hand every complete record of every other spool file to ``sink``, in order; return how many.
+
+        Skips this process's own file (see :meth:`ship_own`) and files locked by a live owner
+        or another replayer. Stops at the first sink failure (the exception propagates) with
+        that file left intact.
         """
         total = 0
+        own = self._path
         for path in self.files():
-            total += self._replay_file(path, sink)
+            if path != own:
+                total += self._replay_file(path, sink, batch)
         return total
 
-    def _replay_file(self, path: Path, sink: Callable[[Record], None]) -> int:
+    def _replay_file(self, path: Path, sink: Sink, batch: int) -> int:
         try:
-            fd = os.open(path, os.O_RDWR)
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
             return 0
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                return 0  # another process is replaying it (or its owner is appending): next round
+                return 0  # its owner is alive, or another process is replaying it: next round
             try:
                 data = _read_all(fd)
-                count = 0
+                records: list[Record] = []
                 for line in data.split(b"\n")[:-1]:  # the part after the last newline is torn or empty
                     try:
-                        record = orjson.loads(line)
+                        records.append(orjson.loads(line))
                     except orjson.JSONDecodeError:
                         continue  # cannot be a completed append: those are whole JSON lines
-                    sink(record)
-                    count += 1
+                for start in range(0, len(records), batch):
+                    sink(records[start:start + batch])
                 os.ftruncate(fd, 0)
                 os.fsync(fd)
                 if not _owner_alive(path):
                     path.unlink(missing_ok=True)
-                return count
+                return len(records)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
