@@ -565,7 +565,9 @@ def main(argv: list[str] | None = None) -> int:
             order = chains[:]
             rng.shuffle(order)
             del directory
-            gc.collect()
+            from sidecar.runtime import settle_heap
+
+            settle_heap()  # what a worker does when it starts (sidecar.app.create_app)
 
             replica = Replica(store, lambda: bundle, server.url)
             res["cold"], loaded = step_cold(replica, store, bundle, order, members, rights, rng, args.cap_s)

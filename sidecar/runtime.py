@@ -7,6 +7,7 @@ the token file. Blueprints reach it with ``current_runtime()``.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -134,6 +135,20 @@ class Runtime:
             redis_ok = False
         return {"redis": redis_ok, "policies": "loaded", "policy_reload_error": self.policy_error,
                 "replica": self.replica.snapshot()}
+
+
+def settle_heap() -> None:
+    """Move what a fresh worker holds (modules, the app, the policy bundle) out of the GC's sight.
+
+    A worker's heap grows to hundreds of thousands of long-lived objects as tenants load; each
+    full collection scans them all and pauses a request for tens of milliseconds. Objects
+    frozen here are never scanned again (the standard gunicorn-worker remedy, gc.freeze).
+    """
+    gc.collect()
+    gc.freeze()
+    # A worker allocates in bursts (a tenant load) and keeps most of it: young collections every
+    # 700 allocations mostly find nothing, and each one brings the next full collection closer.
+    gc.set_threshold(20_000, 10, 10)
 
 
 def current_runtime() -> Runtime:

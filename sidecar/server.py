@@ -46,6 +46,12 @@ class _Gunicorn(BaseApplication):
         return create_app(self.settings, redis_url=self.redis_url)
 
 
+def _post_worker_init(worker: Any) -> None:
+    from sidecar.runtime import settle_heap
+
+    settle_heap()
+
+
 def _child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
@@ -70,6 +76,7 @@ def serve(settings: Settings, host: str, port: int, workers: int, threads: int) 
         "errorlog": "-",
         "loglevel": "warning",
         "child_exit": _child_exit,
+        "post_worker_init": _post_worker_init,
         "proc_name": "sidecar",
         "limit_request_line": 8190,
     }

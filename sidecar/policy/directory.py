@@ -32,7 +32,7 @@ def location_tenant(location: str) -> str:
     return f"l:{location}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Employee:
     id: str
     active: bool = True
@@ -43,7 +43,7 @@ class Employee:
         return {"employee": self.id, "active": self.active, "email": self.email, "name": self.name}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     id: str
     chain: str | None = None
@@ -57,7 +57,7 @@ class Location:
         return {"location": self.id, "chain": self.chain, "owner": self.owner}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Chain:
     id: str
     owner: str | None = None
@@ -66,7 +66,7 @@ class Chain:
         return {"chain": self.id, "owner": self.owner}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Membership:
     """Roles and overrides of one employee at one location, or chain-wide."""
 
@@ -101,7 +101,7 @@ class Membership:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CustomRole:
     """A role defined inside one chain (scope ``*``) or one location (scope = location id)."""
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import configparser
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,9 @@ ALL_LOCATIONS = "*"
 Shape = tuple[str, tuple[tuple[str, ...], ...] | None, tuple[tuple[str, ...], ...] | None]
 _NONE: frozenset[str] = frozenset()
 _INTERNED: dict[frozenset[str], frozenset[str]] = {}
+_LIVE_MODELS = 32
+_LIVE: OrderedDict[int, TenantEngine] = OrderedDict()
+_LIVE_LOCK = threading.Lock()
 _REQUIRED = {"request_definition": 4, "policy_definition": 5, "role_definition": None,
              "policy_effect": None, "matchers": None}
 # casbin's constructor silences its own loggers; we keep it quiet the same way, once, here.
@@ -130,7 +134,11 @@ class TenantEngine:
     def _casbin(self) -> casbin.FastEnforcer:
         if self._enforcer is None:
             self._enforcer = self.build_casbin()
+            _keep_alive(self)
         return self._enforcer
+
+    def _release_casbin(self) -> None:
+        self._enforcer = None  # a computation in flight holds its own reference and finishes
 
     # -- building the model --------------------------------------------------------------
     def _subject(self, role: str, scope: str) -> str | None:
@@ -208,7 +216,8 @@ class TenantEngine:
                     self._by_shape[shape] = held
                     self._unanswered.discard(shape)
                     if not self._unanswered:
-                        self._enforcer = None  # every member is answered: casbin's memory can go
+                        self._release_casbin()  # every member is answered: casbin's memory can go
+                        _forget(self)
         self._rights[key] = held
         return held
 
@@ -244,6 +253,25 @@ class TenantEngine:
             if not any(r["role"] == name.split("/")[-1] for r in roles):
                 roles.append({"role": name.split("/")[-1], "scope": "inherited"})
         return Evidence(roles=roles, allow=allow, deny=deny, matched_rule=list(matched))
+
+
+def _keep_alive(engine: TenantEngine) -> None:
+    """Keep at most ``_LIVE_MODELS`` casbin models per process; the oldest is let go (rebuilt on need).
+
+    A model is thousands of small objects; hundreds of half-answered tenants would keep them all
+    and every full garbage collection would scan them.
+    """
+    with _LIVE_LOCK:
+        _LIVE[id(engine)] = engine
+        _LIVE.move_to_end(id(engine))
+        while len(_LIVE) > _LIVE_MODELS:
+            _, oldest = _LIVE.popitem(last=False)
+            oldest._release_casbin()
+
+
+def _forget(engine: TenantEngine) -> None:
+    with _LIVE_LOCK:
+        _LIVE.pop(id(engine), None)
 
 
 def _grants(membership: Membership | None) -> tuple[tuple[str, ...], ...] | None:
