@@ -62,7 +62,7 @@ REDACTED = "[redacted]"
 _SECRET_WORDS = ("token", "code", "password", "passwd", "secret", "otp", "authorization", "cookie",
                  "api_key", "apikey", "credential", "private_key")
 _TRIM_EVERY_S = 3600.0
-_SHIP_EVERY_S = 0.005  # at most one batch per this long: under load, records ship in batches
+_SHIP_EVERY_S = 0.05  # at most one batch per this long: records ship in batches, visible within ~50 ms
 _IDLE_S = 10.0  # the shipper looks for orphaned spool files this often, and exits when idle this long
 _FIELD_LIMIT = 512
 
