@@ -42,7 +42,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -263,29 +262,13 @@ def preflight(base_url: str, token: str, bodies: dict[str, Path], audited: bool)
 
 
 def run_mix(url: str, *, bodies: dict[str, Path], token: str, concurrency: int, duration_s: float) -> dict[str, Any]:
-    """One wrk run of the mix (as bench.wrk.run_wrk, with bench/mix.lua): its RESULT_JSON as a dict."""
-    from bench.localhost import BenchError, require_loopback
-    from bench.wrk import LOADGEN_CPU, SOCKET_ERRORS
+    """One wrk run of the mix (bench/mix.lua): its RESULT_JSON as a dict."""
+    from bench.wrk import run_wrk
 
-    require_loopback(url)
-    for tool in ("wrk", "taskset", "timeout"):
-        if shutil.which(tool) is None:
-            raise BenchError(f"{tool} is not on PATH")
-    seconds = max(1, round(duration_s))
-    hard_limit = seconds + 30
-    argv = ["timeout", "-k", "5", str(hard_limit), "taskset", "-c", str(LOADGEN_CPU),
-            "wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout=5s", "--latency",
-            "-s", str(MIX_SCRIPT), url]
-    env = dict(os.environ, POST_JSON_LUA=str(POST_JSON_SCRIPT), BODY_FILE=str(bodies["ordinary"]),
-               CRITICAL_BODY_FILE=str(bodies["critical"]), CRITICAL_EVERY=str(CRITICAL_EVERY), BEARER_TOKEN=token)
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=hard_limit + 10, check=False)
-    for line in done.stdout.splitlines():
-        if line.startswith("RESULT_JSON "):
-            result: dict[str, Any] = json.loads(line.removeprefix("RESULT_JSON "))
-            result["errors"] = sum(result[k] for k in SOCKET_ERRORS) + result["non_2xx"]
-            result["concurrency"] = concurrency
-            return result
-    raise BenchError(f"wrk gave no RESULT_JSON (exit {done.returncode}): {done.stderr.strip()[-500:]}")
+    return run_wrk(url, body_file=bodies["ordinary"], concurrency=concurrency, duration_s=duration_s,
+                   bearer_token=token, script=MIX_SCRIPT,
+                   extra_env={"POST_JSON_LUA": str(POST_JSON_SCRIPT), "CRITICAL_BODY_FILE": str(bodies["critical"]),
+                              "CRITICAL_EVERY": str(CRITICAL_EVERY)})
 
 
 def measure_mode(mode: str, work: Path, policies: Path, bodies: dict[str, Path], args: argparse.Namespace,

@@ -31,8 +31,13 @@ def run_wrk(
     bearer_token: str | None = None,
     cpu: int = LOADGEN_CPU,
     request_timeout_s: float = 5.0,
+    script: Path = LUA_SCRIPT,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run wrk once against ``url`` (127.0.0.1 only) and return its parsed result."""
+    """Run wrk once against ``url`` (127.0.0.1 only) and return its parsed result.
+
+    ``script`` and ``extra_env`` let a benchmark send another mix of requests (bench/mix.lua).
+    """
     require_loopback(url)
     for tool in ("wrk", "taskset", "timeout"):
         if shutil.which(tool) is None:
@@ -43,9 +48,10 @@ def run_wrk(
         "timeout", "-k", "5", str(hard_limit),
         "taskset", "-c", str(cpu),
         "wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", f"--timeout={request_timeout_s:g}s", "--latency",
-        "-s", str(LUA_SCRIPT), url,
+        "-s", str(script), url,
     ]  # fmt: skip
-    env = dict(os.environ, BODY_FILE=str(body_file) if body_file else "", BEARER_TOKEN=bearer_token or "")
+    env = dict(os.environ, BODY_FILE=str(body_file) if body_file else "", BEARER_TOKEN=bearer_token or "",
+               **(extra_env or {}))
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=hard_limit + 10, check=False)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT_JSON "):

@@ -108,6 +108,27 @@ def test_a_reported_event_is_503_when_neither_redis_nor_the_spool_takes_it(outag
     assert response.get_json()["error"]["code"] == "unavailable"
 
 
+def kill_after(script: str, prefix: str, count: int) -> list[str]:
+    """Run ``script`` in a process, collect the ids it reports after ``prefix``, SIGKILL it at ``count``."""
+    worker = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    seen: list[str] = []
+    try:
+        assert worker.stderr is not None
+        for line in worker.stderr:
+            if line.startswith(prefix):
+                seen.append(line.split()[1])
+            if len(seen) >= count:
+                break
+        os.kill(worker.pid, signal.SIGKILL)
+    finally:
+        worker.kill()
+        worker.wait()
+        if worker.stderr is not None:
+            worker.stderr.close()
+    return seen
+
+
 def test_a_new_process_replays_the_spool_a_killed_one_left(tmp_path, own_redis) -> None:
     data = tmp_path / "data"
     own_redis.kill()
@@ -127,22 +148,7 @@ def test_a_new_process_replays_the_spool_a_killed_one_left(tmp_path, own_redis) 
             sys.stderr.flush()
             n += 1
     """)
-    worker = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    acked: list[str] = []
-    try:
-        assert worker.stderr is not None
-        for line in worker.stderr:
-            if line.startswith("ACK "):
-                acked.append(line.split()[1])
-            if len(acked) >= 300:
-                break
-        os.kill(worker.pid, signal.SIGKILL)
-    finally:
-        worker.kill()
-        worker.wait()
-        if worker.stderr is not None:
-            worker.stderr.close()
+    acked = kill_after(script, "ACK ", 300)
     assert len(acked) == 300, "the worker stopped before it acknowledged 300 events"
     own_redis.start()
     runtime = Runtime(make_settings(data), own_redis.url)
@@ -177,22 +183,7 @@ def test_check_events_of_a_worker_killed_right_after_answering_are_shipped_by_a_
             sys.stderr.write("ANSWERED " + answer["decision_id"] + "\\n")
             sys.stderr.flush()
     """)
-    worker = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    answered: list[str] = []
-    try:
-        assert worker.stderr is not None
-        for line in worker.stderr:
-            if line.startswith("ANSWERED "):
-                answered.append(line.split()[1])
-            if len(answered) >= 300:
-                break
-        os.kill(worker.pid, signal.SIGKILL)
-    finally:
-        worker.kill()
-        worker.wait()
-        if worker.stderr is not None:
-            worker.stderr.close()
+    answered = kill_after(script, "ANSWERED ", 300)
     assert len(answered) == 300, "the worker stopped before it answered 300 checks"
     assert [e for e in read_log(own_redis.url, "c:ch-1") if e["details"].get("decision_id")] == []
 

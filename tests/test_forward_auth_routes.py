@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -242,9 +241,3 @@ def test_shipped_routes_file_names_only_catalogue_rights(table: RouteTable) -> N
     assert {route.right for route in table} <= catalogue_rights()
     assert len(table) == 14
 
-
-def test_match_is_fast(table: RouteTable) -> None:
-    start = time.perf_counter()
-    for _ in range(20_000):
-        table.match("DELETE", "/locations/l-1/clients/c-9")
-    assert time.perf_counter() - start < 1.0  # about 1 microsecond each; generous for slow CI
