@@ -144,3 +144,32 @@ def test_a_broken_policy_reload_keeps_the_last_good_policy(tmp_path: Path, redis
     finally:
         for a in (api, other):
             a.app.extensions["sidecar"].stop()
+
+
+def test_a_reload_that_sees_writes_the_log_has_not_delivered_yet_keeps_no_stale_rights(tmp_path: Path,
+                                                                                        redis_url: str) -> None:
+    from sidecar.policy.bundle import load_bundle
+    from sidecar.policy.decisions import decide
+    from sidecar.store.connection import connect
+    from sidecar.store.directory import CHANGES_STREAM, DirectoryStore
+    from sidecar.store.replica import Replica
+
+    writer, _ = pair(tmp_path, redis_url)
+    try:
+        seed(writer)
+        writer.put("/v1/employees/e-2", {"active": True})
+        writer.put("/v1/locations/l-1/employees/e-2", {"roles": ["administrator"]})
+        bundle = load_bundle(POLICY_DIR)
+        client = connect(redis_url)
+        replica = Replica(DirectoryStore(client, lambda: bundle), lambda: bundle, redis_url)  # follower not started
+        engine = replica.engine_for_location("l-1")
+        assert decide(engine, "e-2", "l-1", "appointment:create").allowed
+        first = writer.put("/v1/locations/l-1/employees/e-1", {"roles": ["owner"]}).get_json()["revision"]
+        writer.put("/v1/locations/l-1/employees/e-2", {"roles": ["administrator"], "deny": ["appointment:create"]})
+        entries = client.xrange(CHANGES_STREAM, min=first, max=first)
+        replica._apply(first, entries[0][1])  # the follower has delivered only the first write
+        engine = replica.engine_for_location("l-1")  # the reload reads both writes
+        assert decide(engine, "e-2", "l-1", "appointment:create").reason == "denied_by_override"
+        client.close()
+    finally:
+        writer.app.extensions["sidecar"].stop()

@@ -45,6 +45,7 @@ class Replica:
         self._max_tenants = max_tenants
         self._engines: OrderedDict[str, TenantEngine] = OrderedDict()
         self._stale: dict[str, set[str]] = {}
+        self._stale_upto: dict[str, tuple[int, int]] = {}  # newest change applied to a stale tenant
         self._location_tenant: dict[str, str] = {}
         self._unknown_locations: set[str] = set()
         self._lock = threading.RLock()
@@ -124,6 +125,7 @@ class Replica:
                 engine = self._engines.get(tenant)
                 if engine is not None and parse_revision(engine.directory.revision) < revision:
                     self._stale.setdefault(tenant, set()).add(employees)
+                    self._stale_upto[tenant] = max(revision, self._stale_upto.get(tenant, (0, 0)))
         with self._caught_up:
             self.position = entry_id
             self._caught_up.notify_all()
@@ -185,6 +187,7 @@ class Replica:
         with self._lock:
             engine = self._engines.get(tenant)
             changes = self._stale.pop(tenant, None)
+            upto = self._stale_upto.pop(tenant, (0, 0))
             if engine is not None and changes is None:
                 return engine
             try:
@@ -192,10 +195,14 @@ class Replica:
             except StoreUnavailable:
                 if engine is not None:  # keep deciding with what we hold; retry on next use
                     self._stale[tenant] = changes or {ALL_EMPLOYEES}
+                    self._stale_upto[tenant] = upto
                     return engine
                 raise
             bundle = self._bundle()
-            if engine is not None and changes and ALL_EMPLOYEES not in changes:
+            # Keep other employees' cached rights only if we know every change the loaded
+            # directory holds: a later write not yet read from the log may touch anyone.
+            known = parse_revision(directory.revision) <= upto
+            if engine is not None and changes and ALL_EMPLOYEES not in changes and known:
                 fresh = TenantEngine(bundle, directory, reuse=engine, changed_employees=changes)
             else:
                 fresh = TenantEngine(bundle, directory)
