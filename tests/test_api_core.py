@@ -295,3 +295,34 @@ def test_request_log_is_one_json_line_with_the_decision(api, capsys) -> None:
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"request"' in line]
     assert lines[-1]["request_id"] == "req-42"
     assert lines[-1]["route"] == "/v1/check" and lines[-1]["allowed"] is True and lines[-1]["status"] == 200
+
+
+def _standalone_with_actor(api, actor_roles: list[str]) -> None:
+    seed(api)
+    api.put("/v1/locations/solo", {"chain": None})
+    api.put("/v1/employees/actor", {"active": True})
+    api.put("/v1/locations/solo/employees/actor", {"roles": actor_roles})
+
+
+def test_actor_may_not_move_a_location_into_a_chain_whose_members_would_gain_rights_they_lack(api) -> None:
+    _standalone_with_actor(api, ["manager"])  # ch-1's chain-wide owner would gain billing:manage at solo
+    response = api.put("/v1/locations/solo?actor=actor", {"chain": "ch-1"})
+    assert response.status_code == 403 and response.get_json()["error"]["code"] == "escalation"
+    assert api.get("/v1/locations/solo", scope="admin").get_json()["chain"] is None
+
+
+def test_actor_may_not_create_a_location(api) -> None:
+    _standalone_with_actor(api, ["owner"])
+    assert api.put("/v1/locations/new-one?actor=actor", {"chain": "ch-1"}).status_code == 403
+    assert api.get("/v1/locations/new-one", scope="admin").status_code == 404
+
+
+@pytest.mark.parametrize(("actor_roles", "status"), [(["manager"], 403), (["owner"], 200)])
+def test_designating_a_location_owner_needs_billing_manage(api, actor_roles, status) -> None:
+    _standalone_with_actor(api, actor_roles)
+    assert api.put("/v1/locations/solo?actor=actor", {"chain": None, "owner": "actor"}).status_code == status
+
+
+def test_a_trusted_service_may_move_a_location(api) -> None:
+    _standalone_with_actor(api, ["manager"])
+    assert api.put("/v1/locations/solo", {"chain": "ch-1"}).status_code == 200

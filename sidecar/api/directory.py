@@ -12,7 +12,7 @@ from flask import Blueprint, g, request
 
 from sidecar.api.auth import require_scope
 from sidecar.api.io import ids, json_body, optional_bool, optional_str, reply
-from sidecar.errors import BadRequest, NotFound
+from sidecar.errors import BadRequest, Escalation, NotFound
 from sidecar.policy.directory import (
     CHAIN_SCOPE,
     Chain,
@@ -24,7 +24,8 @@ from sidecar.policy.directory import (
     chain_tenant,
     check_id,
 )
-from sidecar.policy.escalation import check_escalation
+from sidecar.policy.engine import TenantEngine
+from sidecar.policy.escalation import actor_rights, check_escalation
 from sidecar.runtime import WriteRecord, current_runtime
 from sidecar.store.directory import Guard, WriteResult
 
@@ -45,6 +46,26 @@ def _guard(scope_of: Any, affected: list[str] | None) -> Guard | None:
 
     def guard(before: TenantDirectory, after: TenantDirectory) -> None:
         check_escalation(bundle, actor, before, after, scope_of(before, after), affected)
+
+    return guard
+
+
+def _location_guard(record: Location) -> Guard | None:
+    """An actor may create, move or re-own a location only with access:manage there (so never a
+    new one), may not grant anyone rights at it that they lack (a chain's members gain rights at
+    a location moved into it), and needs billing:manage to designate its owner."""
+    actor = _actor()
+    if actor is None:
+        return None
+    bundle = current_runtime().bundle
+
+    def guard(before: TenantDirectory, after: TenantDirectory) -> None:
+        check_escalation(bundle, actor, before, after, [record.id], None)
+        stored = before.locations.get(record.id)
+        if (stored.owner if stored else None) != record.owner:
+            held = actor_rights(TenantEngine(bundle, before), actor, [record.id])
+            if "billing:manage" not in held:
+                raise Escalation(f"actor {actor} needs billing:manage to designate the owner", actor=actor)
 
     return guard
 
@@ -128,7 +149,7 @@ def location_route(location: str) -> Any:
     chain, owner = body.get("chain"), body.get("owner")
     record = Location(location, None if chain is None else check_id(chain, "chain"),
                       None if owner is None else check_id(owner, "owner"))
-    result = store.put_location(record, _guard(lambda b, a: [location], []))
+    result = store.put_location(record, _location_guard(record))
     return _written(result, "location", {"location": location})
 
 

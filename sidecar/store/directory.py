@@ -311,9 +311,9 @@ class DirectoryStore:
         def prepare(pipe: Any) -> tuple[_Write, dict[str, Any]]:
             before = self._get(pipe, loc_key(location.id))
             old = Location(location.id, before.get("chain"), before.get("owner")) if before else None
-            if guard and old is not None:
-                current = self.load_tenant(old.tenant, pipe)
-                guard(current, current)
+            if guard:
+                current = self.load_tenant(old.tenant if old else new_tenant, pipe)
+                guard(current, self._located(pipe, current, location, old))
             write = _Write()
             after = {"chain": location.chain, "owner": location.owner}
             write.set(loc_key(location.id), after)
@@ -330,6 +330,23 @@ class DirectoryStore:
             watch.append(chain_key(location.chain))
         revision, extra, tenants = self._run(watch, prepare, "location", location.id)
         return WriteResult(revision, extra["before"], extra["after"], tenants)
+
+    def _located(self, pipe: Any, current: TenantDirectory, location: Location,
+                 old: Location | None) -> TenantDirectory:
+        """The destination tenant as it would be after the write (for the escalation guard)."""
+        moving = old is not None and old.tenant != location.tenant
+        after = self.load_tenant(location.tenant, pipe).copy() if old is None or moving else current.copy()
+        after.locations[location.id] = location
+        if moving:
+            for (employee, where), membership in current.memberships.items():
+                if where == location.id:
+                    after.memberships[(employee, where)] = membership
+                    if employee in current.employees:
+                        after.employees[employee] = current.employees[employee]
+            for (scope, name), role in current.custom_roles.items():
+                if scope == location.id:
+                    after.custom_roles[(scope, name)] = role
+        return after
 
     def _move_location(self, pipe: Any, write: _Write, location: str, old: str, new: str) -> None:
         write.hdel(tenant_key(old), f"loc:{location}")
