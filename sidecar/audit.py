@@ -178,12 +178,18 @@ def _short(value: Any) -> str | None:
     return value[:_FIELD_LIMIT] if isinstance(value, str) and value else None
 
 
+_DEVICE_FIELDS = ("id", "name", "platform", "user_agent")
+
+
 def _device(value: Any) -> dict[str, Any] | None:
-    """A check's ``context.device``: at most 16 fields, long strings cut, secrets scrubbed."""
+    """A check's ``context.device``: only the contract's fields, as short strings.
+
+    Anything else a caller sends is dropped: a batch of 100 critical checks would otherwise copy
+    a large client-supplied value 100 times into Redis and the logs.
+    """
     if not isinstance(value, dict):
         return None
-    return {str(k)[:64]: REDACTED if _secret(k) else v[:_FIELD_LIMIT] if isinstance(v, str) else scrub(v)
-            for k, v in list(value.items())[:16]}
+    return {k: v[:_FIELD_LIMIT] for k in _DEVICE_FIELDS if isinstance(v := value.get(k), str)}
 
 
 # -- the writer ------------------------------------------------------------------------------------
@@ -464,7 +470,7 @@ class Auditor:
         Each yielded event still carries ``_sid``; a final ``{"_sid": ..., "_exhausted": True}``
         marks where an exhausted budget stopped the scan.
         """
-        oldest_ms = query.since_ms - SKEW_MARGIN_MS if query.since_ms is not None else None
+        oldest_ms = max(0, query.since_ms - SKEW_MARGIN_MS) if query.since_ms is not None else None
         for scanned, event in enumerate(self.store.newest_first(log_id, before=query.cursor, oldest_ms=oldest_ms), 1):
             if query.matches(event):
                 yield event

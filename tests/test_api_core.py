@@ -96,6 +96,9 @@ def test_bad_check_input_is_a_json_4xx(api, path, body, status, code) -> None:
         ("PUT", "/v1/employees/e-9", {"active": "yes"}, 400, "invalid_request"),
         ("PUT", "/v1/employees/e-9", {}, 400, "invalid_request"),
         ("PUT", "/v1/employees/e-9", {"active": True, "email": "nope"}, 400, "invalid_request"),
+        ("PUT", "/v1/employees/e-9", {"active": True, "email": "x@y.z\nBcc: evil@example.test"}, 400,
+         "invalid_request"),
+        ("PUT", "/v1/employees/e-9", {"active": True, "email": "Eve <eve@example.test>"}, 400, "invalid_request"),
         ("PUT", "/v1/employees/e-9", {"active": True, "role": "owner"}, 400, "invalid_request"),
         ("PUT", "/v1/locations/l-1/employees/e-2", {"roles": ["wizard"]}, 400, "unknown_role"),
         ("PUT", "/v1/locations/l-1/employees/e-2", {"roles": [], "allow": ["calendar:fly"]}, 400, "unknown_right"),
@@ -326,3 +329,20 @@ def test_designating_a_location_owner_needs_billing_manage(api, actor_roles, sta
 def test_a_trusted_service_may_move_a_location(api) -> None:
     _standalone_with_actor(api, ["manager"])
     assert api.put("/v1/locations/solo", {"chain": "ch-1"}).status_code == 200
+
+
+@pytest.mark.parametrize("revision", ["²", "\u0661-\u0661", "1-²", "12345678901234567890123-0"])
+def test_a_revision_in_other_digits_is_a_400(api, revision) -> None:
+    seed(api)
+    body = {"employee": "e-1", "location": "l-1", "resource": "calendar", "action": "view", "min_revision": revision}
+    response = api.post("/v1/check", body, scope="check")
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "invalid_request"
+
+
+def test_moving_a_location_updates_where_its_people_are_members(api, redis_client) -> None:
+    seed(api)
+    api.put("/v1/locations/solo", {"chain": None})
+    api.put("/v1/locations/solo/employees/e-2", {"roles": ["viewer"]})
+    assert redis_client.smembers("sc:emp:e-2:tenants") == {b"l:solo"}
+    api.put("/v1/locations/solo", {"chain": "ch-1"})
+    assert redis_client.smembers("sc:emp:e-2:tenants") == {b"c:ch-1"}

@@ -104,7 +104,10 @@ def _time_ms(name: str, default: int) -> int:
         raise BadRequest(f"{name} must be an RFC 3339 time such as 2026-01-31T00:00:00Z", field=name) from None
     if moment.tzinfo is None:
         raise BadRequest(f"{name} must carry a time zone (Z or +hh:mm)", field=name)
-    return max(0, int(moment.timestamp() * 1000))
+    try:
+        return max(0, int(moment.timestamp() * 1000))
+    except (OverflowError, ValueError):
+        raise BadRequest(f"{name} is out of range", field=name) from None
 
 
 def _now() -> str:

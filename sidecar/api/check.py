@@ -9,6 +9,7 @@ through to Flask.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -55,11 +56,11 @@ def _context(body: dict[str, Any]) -> dict[str, Any]:
     return context
 
 
+_REVISION = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")
+
+
 def _is_revision(value: object) -> bool:
-    if not isinstance(value, str) or len(value) > 40:
-        return False
-    ms, _, seq = value.partition("-")
-    return ms.isdigit() and (seq == "" or seq.isdigit())
+    return isinstance(value, str) and _REVISION.fullmatch(value) is not None
 
 
 def _subject(runtime: Runtime, body: dict[str, Any], query: Query) -> tuple[str, str, dict[str, Any]]:

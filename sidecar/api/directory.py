@@ -6,6 +6,7 @@ needs ``access:manage`` in the write's scope and may grant only rights they hold
 
 from __future__ import annotations
 
+from email.utils import parseaddr
 from typing import Any
 
 from flask import Blueprint, g, request
@@ -48,6 +49,12 @@ def _guard(scope_of: Any, affected: list[str] | None) -> Guard | None:
         check_escalation(bundle, actor, before, after, scope_of(before, after), affected)
 
     return guard
+
+
+def _is_address(text: str) -> bool:
+    """One bare address (what two-step emails are sent to): no display name, no line breaks."""
+    _, address = parseaddr(text)
+    return address == text and text.isprintable() and " " not in text and text.count("@") == 1
 
 
 def _location_guard(record: Location) -> Guard | None:
@@ -105,8 +112,8 @@ def employee_route(employee: str) -> Any:
     if "active" not in body:
         raise BadRequest("active is required", field="active")
     email = optional_str(body, "email")
-    if email is not None and "@" not in email:
-        raise BadRequest("email must be an email address", field="email")
+    if email is not None and not _is_address(email):
+        raise BadRequest("email must be one plain email address", field="email")
     record = Employee(employee, optional_bool(body, "active"), email, optional_str(body, "name", limit=200))
     result = store.put_employee(record, _guard(_all_locations, [employee]))
     return _written(result, "employee", {"employee": employee})

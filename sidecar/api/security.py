@@ -36,9 +36,9 @@ bp = Blueprint("security", __name__)
 MAX_LIMIT, DEFAULT_LIMIT = 500, 100
 SCAN_BUDGET = 20_000  # log entries one JSON page may examine; past it the page ends early with a cursor
 CSV_ROWS_PER_CHUNK = 500
-_NAME = re.compile(r"^[A-Za-z0-9:._-]{1,64}$")
-_OUTCOME = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
-_CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
+_NAME = re.compile(r"[A-Za-z0-9:._-]{1,64}")
+_OUTCOME = re.compile(r"[A-Za-z0-9._-]{1,32}")
+_CURSOR = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _EVENT_FIELDS = ("id", "time", "location", "chain", "employee", "action", "category", "outcome", "object",
                  "device", "ip", "request_id", "details", "prev_hash", "hash")
 _BODY_FIELDS = {"location", "chain", "employee", "action", "outcome", "category", "object", "device", "ip",
@@ -75,7 +75,7 @@ def report_event() -> Any:
 
 
 def _matching(value: object, pattern: re.Pattern[str], name: str) -> str:
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise BadRequest(f"{name} is required: {pattern.pattern}", field=name)
     return value
 
@@ -192,7 +192,7 @@ def _query(only_location: str | None) -> audit.Query:
     if action is not None:
         _matching(action, _NAME, "action")
     cursor = args.get("cursor")
-    if cursor is not None and not _CURSOR.match(cursor):
+    if cursor is not None and not _CURSOR.fullmatch(cursor):
         raise BadRequest("cursor is not one this API gave out", field="cursor")
     since, since_ms = _instant("since")
     until, _ = _instant("until")
@@ -210,16 +210,19 @@ def _instant(name: str) -> tuple[str | None, int | None]:
         moment = None
     if moment is None or moment.tzinfo is None or "T" not in raw.upper():
         raise BadRequest(f"{name} must be an RFC 3339 time with an offset, e.g. 2025-01-31T09:00:00Z", field=name)
-    moment = moment.astimezone(UTC)
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:
+        raise BadRequest(f"{name} is out of range", field=name) from None
     text = f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
-    return text, int(moment.timestamp() * 1000)
+    return text, max(0, int(moment.timestamp() * 1000))
 
 
 def _limit() -> int:
     raw = request.args.get("limit")
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}", field="limit")
     return int(raw)
 

@@ -96,13 +96,13 @@ class EmailChannel:
         self.target = target
 
     def send(self, message: CodeMessage) -> None:
-        email = message.render(self.target.sender)
         try:
+            email = message.render(self.target.sender)
             with self._connect() as smtp:
                 if self.target.username is not None:
                     smtp.login(self.target.username, self.target.password or "")
                 smtp.send_message(email)
-        except (smtplib.SMTPException, OSError) as exc:
+        except (smtplib.SMTPException, OSError, ValueError) as exc:  # ValueError: an address email refuses
             log.warning("mfa_email_failed", host=self.target.host, port=self.target.port,
                         error_type=type(exc).__name__)
             raise ChannelUnavailable("the code could not be sent: the SMTP server refused or is unreachable",

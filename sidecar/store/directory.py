@@ -350,14 +350,23 @@ class DirectoryStore:
 
     def _move_location(self, pipe: Any, write: _Write, location: str, old: str, new: str) -> None:
         write.hdel(tenant_key(old), f"loc:{location}")
+        moved: set[str] = set()
+        staying: set[str] = set()  # employees with another membership in the old tenant
         for raw_field, raw_value in pipe.hgetall(tenant_key(old)).items():
             field = raw_field.decode()
             if field.startswith((f"m:{location}:", f"role:{location}:")):
                 write.hdel(tenant_key(old), field)
                 write.hset(tenant_key(new), field, raw_value.decode())
                 if field.startswith("m:"):
-                    employee = field.rsplit(":", 1)[1]
-                    write.sadd(f"sc:emp:{employee}:tenants", new)
+                    moved.add(field.rsplit(":", 1)[1])
+            elif field.startswith("m:"):
+                staying.add(field.rsplit(":", 1)[1])
+            elif field.startswith("cm:"):
+                staying.add(field[3:])
+        for employee in moved:
+            write.sadd(f"sc:emp:{employee}:tenants", new)
+            if employee not in staying:
+                write.srem(f"sc:emp:{employee}:tenants", old)
 
     def put_membership(self, location: str, employee: str, membership: Membership | None,
                        guard: Guard | None = None) -> WriteResult:
