@@ -56,7 +56,8 @@ def test_each_look_at_the_log_is_itself_an_event(api, redis_url, viewer, outcome
 def test_exporting_needs_security_log_export(api) -> None:
     seed(api)  # system_manager reads but does not export; the owner does both
     assert look(api, LOCATION_ROUTE, viewer="sec", format="csv").status_code == 403
-    assert look(api, LOCATION_ROUTE, viewer="boss", format="csv").status_code == 200
+    assert look(api, LOCATION_ROUTE, viewer="boss", format="csv").get_json()["error"]["reason"] == "mfa_required"
+    assert look(api, LOCATION_ROUTE, viewer="boss", format="csv", mfa="1").status_code == 200
 
 
 def test_the_security_scope_is_required(api) -> None:
@@ -172,7 +173,7 @@ def test_a_large_csv_export_is_streamed_row_by_row(app, api, redis_url) -> None:
         if len(batch) == 1000:
             store.append_many(batch)
             batch = []
-    response = look(api, LOCATION_ROUTE, viewer="boss", format="csv", action="clients.export_finished")
+    response = look(api, LOCATION_ROUTE, viewer="boss", format="csv", mfa="1", action="clients.export_finished")
     assert response.status_code == 200
     assert response.is_streamed
     assert response.mimetype == "text/csv"
@@ -185,7 +186,7 @@ def test_a_large_csv_export_is_streamed_row_by_row(app, api, redis_url) -> None:
 def test_csv_cells_never_start_a_formula(api) -> None:
     seed(api)
     report(api, action="clients.export_finished", object={"type": "=HYPERLINK(1)", "id": "x"})
-    response = look(api, CHAIN_ROUTE, viewer="boss", format="csv", action="clients.export_finished")
+    response = look(api, CHAIN_ROUTE, viewer="boss", format="csv", mfa="1", action="clients.export_finished")
     rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
     assert rows[1][8] == "'=HYPERLINK(1)"
 

@@ -143,7 +143,8 @@ def _answer(runtime: Runtime, log_id: str, locations: list[str], *, location: st
     query = _query(only_location)
     limit = _limit()
     right = "security_log:export" if as_csv else "security_log:read"
-    refusal = _refusal(runtime, viewer, locations, right)
+    mfa = args.get("mfa") in ("1", "true")  # the calling app vouches that the viewer passed two-step
+    refusal = _refusal(runtime, viewer, locations, right, mfa)
     audit.emit(runtime, category="export" if as_csv else "security", action=right,
                outcome="denied" if refusal else "allowed", employee=viewer, location=location, chain=chain,
                request_id=g.get("request_id"),
@@ -169,12 +170,12 @@ def _answer(runtime: Runtime, log_id: str, locations: list[str], *, location: st
     return reply({"events": [_public(e) for e in events], "next_cursor": next_cursor})
 
 
-def _refusal(runtime: Runtime, viewer: str, locations: list[str], right: str) -> str | None:
-    """Why the viewer may not look (None: they may). MFA is the calling app's to require."""
+def _refusal(runtime: Runtime, viewer: str, locations: list[str], right: str, mfa: bool) -> str | None:
+    """Why the viewer may not look (None: they may). ``security_log:export`` requires two-step auth."""
     if not locations:
         return "no_locations"
     for place in locations:
-        decision = runtime.decide(viewer, place, right, mfa=True)
+        decision = runtime.decide(viewer, place, right, mfa=mfa)
         if not decision.allowed:
             return decision.reason if len(locations) == 1 else f"{decision.reason} at {place}"
     return None
