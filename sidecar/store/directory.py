@@ -311,6 +311,8 @@ class DirectoryStore:
         def prepare(pipe: Any) -> tuple[_Write, dict[str, Any]]:
             before = self._get(pipe, loc_key(location.id))
             old = Location(location.id, before.get("chain"), before.get("owner")) if before else None
+            if old is not None:
+                pipe.watch(rev_key(old.tenant))  # a membership written there meanwhile must move too
             if guard:
                 current = self.load_tenant(old.tenant if old else new_tenant, pipe)
                 guard(current, self._located(pipe, current, location, old))
@@ -376,6 +378,7 @@ class DirectoryStore:
             loc = self.location(location, pipe)
             if loc is None:
                 raise NotFound(f"location {location} does not exist", location=location)
+            pipe.watch(rev_key(loc.tenant))  # read under WATCH: a concurrent move or write retries us
             person = self._person(pipe, employee, required=membership is not None)
             current = self.load_tenant(loc.tenant, pipe)
             directory = current.copy()
@@ -402,9 +405,8 @@ class DirectoryStore:
             return write, {"before": before.to_json() if before else None,
                            "after": membership.to_json() if membership else None}
 
-        loc = self.location(location)
-        watch = [loc_key(location), emp_key(employee)] + ([rev_key(loc.tenant)] if loc else [])
-        revision, extra, tenants = self._run(watch, prepare, "membership", f"{location}/{employee}", employee)
+        revision, extra, tenants = self._run([loc_key(location), emp_key(employee)], prepare, "membership",
+                                             f"{location}/{employee}", employee)
         return WriteResult(revision, extra["before"], extra["after"], tenants)
 
     def put_chain_membership(self, chain: str, employee: str, membership: Membership | None,

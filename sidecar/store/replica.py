@@ -126,8 +126,8 @@ class Replica:
                 if engine is not None and parse_revision(engine.directory.revision) < revision:
                     self._stale.setdefault(tenant, set()).add(employees)
                     self._stale_upto[tenant] = max(revision, self._stale_upto.get(tenant, (0, 0)))
+            self.position = entry_id  # under the lock: a concurrent miss sees the move (engine_for_location)
         with self._caught_up:
-            self.position = entry_id
             self._caught_up.notify_all()
 
     def mark_all_stale(self) -> None:
@@ -157,12 +157,14 @@ class Replica:
         if tenant is None:
             if location in self._unknown_locations:
                 return None
+            seen = self.position
             found = self.store.location(location)
             if found is None:
                 with self._lock:
                     if len(self._unknown_locations) >= _NEGATIVE_CACHE_LIMIT:
                         self._unknown_locations.clear()
-                    self._unknown_locations.add(location)
+                    if self.position == seen:  # else a creation may have been applied meanwhile
+                        self._unknown_locations.add(location)
                 return None
             tenant = found.tenant
         engine = self.engine(tenant)
