@@ -162,7 +162,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     from sidecar.server import resolve_redis
     from sidecar.store.connection import connect
     from sidecar.store.directory import DirectoryStore
-    from sidecar.store.importer import ImportError_, import_lines
+    from sidecar.store.importer import InvalidImport, import_lines
 
     bundle = load_bundle(settings.policy_dir)
     url, _ = resolve_redis(settings)
@@ -171,7 +171,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with open(args.file, encoding="utf-8") as lines:
             summary = import_lines(store, bundle, lines, progress=lambda m: print(f"sidecar: {m}", file=sys.stderr))
-    except ImportError_ as exc:
+    except InvalidImport as exc:
         print(f"sidecar: {args.file}: {exc}; nothing was written", file=sys.stderr)
         return 1
     summary["seconds"] = round(time.monotonic() - started, 2)

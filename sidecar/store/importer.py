@@ -39,7 +39,7 @@ from sidecar.store.directory import (
 )
 
 
-class ImportError_(ValueError):
+class InvalidImport(ValueError):
     """A record that cannot be imported; the message names the line."""
 
 
@@ -135,14 +135,14 @@ def _validate(store: DirectoryStore, bundle: PolicyBundle, lines: Iterable[str])
                 raise ValueError(f"unknown kind {kind!r}")
             plan.counts[kind] += 1
         except (ValueError, SidecarError) as exc:
-            raise ImportError_(f"line {number}: {_message(exc)}") from None
+            raise InvalidImport(f"line {number}: {_message(exc)}") from None
     deferred.sort(key=lambda item: item[1]["kind"] != "role")  # roles first: memberships name them
     for number, record in deferred:
         try:
             _plan_deferred(store, bundle, plan, record, location_chain, chains, employees)
             plan.counts[record["kind"]] += 1
         except (ValueError, SidecarError, KeyError) as exc:
-            raise ImportError_(f"line {number}: {_message(exc)}") from None
+            raise InvalidImport(f"line {number}: {_message(exc)}") from None
     return plan
 
 
