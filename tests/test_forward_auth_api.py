@@ -247,7 +247,7 @@ def copy_policies(tmp_path: Path) -> Path:
 
 def test_the_route_table_follows_a_policy_reload(tmp_path: Path, redis_url: str) -> None:
     policies = copy_policies(tmp_path)
-    settings = make_settings(tmp_path, jwt_secret=SECRET).with_overrides(policy_dir=policies)
+    settings = make_settings(tmp_path, jwt_secret=SECRET, policy_dir=policies)
     application = start(settings, redis_url)
     try:
         api = Api(application, make_tokens(settings))
@@ -271,7 +271,7 @@ def test_a_broken_routes_file_fails_the_start_naming_file_and_line(tmp_path: Pat
     line = next(i for i, text in enumerate(lines, 1) if "calendar:view" in text)
     lines[line - 1] = lines[line - 1].replace("calendar:view", "calendar:peek")
     routes.write_text("\n".join(lines) + "\n")
-    settings = make_settings(tmp_path, jwt_secret=SECRET).with_overrides(policy_dir=policies)
+    settings = make_settings(tmp_path, jwt_secret=SECRET, policy_dir=policies)
     with pytest.raises(PolicyFileError, match=rf"routes\.yaml:{line}:.*calendar:peek"):
         start(settings, redis_url)
 

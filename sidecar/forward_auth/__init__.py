@@ -9,11 +9,11 @@ chains the three into the question for the policy engine. No Flask, no Redis: th
 
 from __future__ import annotations
 
-from sidecar.forward_auth.ids import is_valid_id
 from sidecar.forward_auth.jwt_auth import Identity, InvalidToken, JwtVerifier, bearer_token, load_verifier
 from sidecar.forward_auth.paths import OriginalRequest, RequestRejected, normalize_path, original_request
 from sidecar.forward_auth.query import ForwardAuthQuery, build_query
 from sidecar.forward_auth.routes import RouteMatch, RouteTable, load_routes
+from sidecar.policy.directory import is_valid_id
 
 __all__ = [
     "ForwardAuthQuery",

@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from sidecar.config import ConfigError, Settings
 from sidecar.errors import Unauthorized
-from sidecar.forward_auth.ids import is_valid_id
+from sidecar.policy.directory import is_valid_id
 
 DEFAULT_LEEWAY_S = 5.0
 MAX_TOKEN_LENGTH = 16 * 1024

@@ -29,10 +29,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from sidecar.errors import Unavailable
-from sidecar.forward_auth.ids import is_valid_id
 from sidecar.forward_auth.jwt_auth import Identity, JwtVerifier
 from sidecar.forward_auth.paths import DEFAULT_PREFIX, OriginalRequest, RequestRejected, original_request
 from sidecar.forward_auth.routes import RouteMatch, RouteTable
+from sidecar.policy.directory import is_valid_id
 
 LOCATION_HEADER = "x-location-id"
 

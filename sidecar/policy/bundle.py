@@ -26,10 +26,6 @@ class PolicyBundle:
     routes: RouteTable
     fingerprint: str
 
-    @property
-    def routes_file(self) -> Path:
-        return self.directory / "routes.yaml"
-
 
 def fingerprint(directory: Path) -> str:
     """A cheap digest of the policy files' names, sizes and mtimes, to notice edits."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from sidecar.errors import BadRequest, InvalidId, UnknownRight, UnknownRole
 
@@ -18,8 +18,13 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CHAIN_SCOPE = "*"  # the scope of a chain's custom roles and chain-wide memberships
 
 
+def is_valid_id(value: object) -> TypeGuard[str]:
+    """1-64 characters from ``[A-Za-z0-9._-]`` (fullmatch: ``$`` would let a trailing newline in)."""
+    return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
+
+
 def check_id(value: object, what: str = "id") -> str:
-    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+    if not is_valid_id(value):
         raise InvalidId(f"{what} must be 1-64 characters from [A-Za-z0-9._-]", field=what)
     return value
 
@@ -164,11 +169,6 @@ class TenantDirectory:
 
     def members(self) -> set[str]:
         return {e for e, _ in self.memberships} | set(self.chain_memberships)
-
-    def locations_of(self, employee: str) -> list[str]:
-        if employee in self.chain_memberships:
-            return sorted(self.locations)
-        return sorted(loc for e, loc in self.memberships if e == employee)
 
     def resolve_role(self, name: str, scope: str, templates: Iterable[str]) -> tuple[str, str] | None:
         """Which definition a role name means in a scope: location's own, chain's, template."""
