@@ -13,7 +13,7 @@ from flask import Blueprint, g, request
 
 from sidecar.api.auth import require_scope
 from sidecar.api.io import ids, json_body, optional_bool, optional_str, reply
-from sidecar.errors import BadRequest, Escalation, NotFound
+from sidecar.errors import BadRequest, NotFound
 from sidecar.policy.directory import (
     CHAIN_SCOPE,
     Chain,
@@ -25,8 +25,7 @@ from sidecar.policy.directory import (
     chain_tenant,
     check_id,
 )
-from sidecar.policy.engine import TenantEngine
-from sidecar.policy.escalation import actor_rights, check_escalation
+from sidecar.policy.escalation import check_escalation, check_location_write
 from sidecar.runtime import WriteRecord, current_runtime
 from sidecar.store.directory import Guard, WriteResult
 
@@ -58,23 +57,11 @@ def _is_address(text: str) -> bool:
 
 
 def _location_guard(record: Location) -> Guard | None:
-    """An actor may create, move or re-own a location only with access:manage there (so never a
-    new one), may not grant anyone rights at it that they lack (a chain's members gain rights at
-    a location moved into it), and needs billing:manage to designate its owner."""
     actor = _actor()
     if actor is None:
         return None
     bundle = current_runtime().bundle
-
-    def guard(before: TenantDirectory, after: TenantDirectory) -> None:
-        check_escalation(bundle, actor, before, after, [record.id], None)
-        stored = before.locations.get(record.id)
-        if (stored.owner if stored else None) != record.owner:
-            held = actor_rights(TenantEngine(bundle, before), actor, [record.id])
-            if "billing:manage" not in held:
-                raise Escalation(f"actor {actor} needs billing:manage to designate the owner", actor=actor)
-
-    return guard
+    return lambda before, after: check_location_write(bundle, actor, before, after, record.id)
 
 
 def _all_locations(before: TenantDirectory, after: TenantDirectory) -> list[str]:

@@ -31,7 +31,7 @@ def actor_rights(engine: TenantEngine, actor: str, locations: Iterable[str]) -> 
 
 
 def check_escalation(bundle: PolicyBundle, actor: str, before: TenantDirectory, after: TenantDirectory,
-                     scope: list[str], affected: Iterable[str] | None = None) -> None:
+                     scope: list[str], affected: Iterable[str] | None = None) -> frozenset[str]:
     """Raise ``Escalation`` unless ``actor`` may make the change from ``before`` to ``after``.
 
     ``scope`` is the locations the write concerns; ``affected`` the employees whose rights may
@@ -51,6 +51,18 @@ def check_escalation(bundle: PolicyBundle, actor: str, before: TenantDirectory, 
     if excess:
         raise Escalation(f"actor {actor} may not grant rights they do not hold: {excess}", actor=actor,
                          rights=excess)
+    return rights
+
+
+def check_location_write(bundle: PolicyBundle, actor: str, before: TenantDirectory, after: TenantDirectory,
+                         location: str) -> None:
+    """A location write by an actor: the general rule at that location (so never a new one: nobody
+    holds rights there yet; a chain's members gain rights at a location moved into it), and
+    ``billing:manage`` there to designate its owner (the owner decides who is billed)."""
+    rights = check_escalation(bundle, actor, before, after, [location], None)
+    stored, changed = before.locations.get(location), after.locations.get(location)
+    if (stored.owner if stored else None) != (changed.owner if changed else None) and "billing:manage" not in rights:
+        raise Escalation(f"actor {actor} needs billing:manage to designate the owner", actor=actor)
 
 
 def _held(engine: TenantEngine, employee: str, location: str) -> frozenset[str]:
