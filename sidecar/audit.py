@@ -508,8 +508,10 @@ class Query:
 def verify_command(settings: Any, *, chain: str | None, location: str | None) -> int:
     """Verify one log's hash chain; print the count (exit 0) or the first bad event (exit 1)."""
     from sidecar.policy.directory import check_id
-    from sidecar.server import resolve_redis  # the CLI's way to Redis (starts the embedded one if needed)
-    from sidecar.store.connection import connect
+    from sidecar.store.connection import (
+        connect,
+        resolve_redis,  # the CLI's way to Redis (starts the embedded one if needed)
+    )
     from sidecar.store.directory import loc_key
 
     url, _ = resolve_redis(settings)

@@ -141,8 +141,7 @@ def _policy(args: argparse.Namespace, settings: Settings) -> int:
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
     from sidecar.policy.decisions import decide
-    from sidecar.server import resolve_redis
-    from sidecar.store.connection import connect
+    from sidecar.store.connection import connect, resolve_redis
     from sidecar.store.directory import DirectoryStore
     from sidecar.store.replica import Replica
 
@@ -159,8 +158,7 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
 def _import(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
-    from sidecar.server import resolve_redis
-    from sidecar.store.connection import connect
+    from sidecar.store.connection import connect, resolve_redis
     from sidecar.store.directory import DirectoryStore
     from sidecar.store.importer import InvalidImport, import_lines
 
@@ -182,8 +180,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
 def _seats(args: argparse.Namespace, settings: Settings) -> int:
     from sidecar.policy.directory import chain_tenant
     from sidecar.policy.seats import Scope, count_seats, render_table
-    from sidecar.server import resolve_redis
-    from sidecar.store.connection import connect
+    from sidecar.store.connection import connect, resolve_redis
     from sidecar.store.directory import DirectoryStore
     from sidecar.store.replica import Replica
 

@@ -15,18 +15,9 @@ import structlog
 from gunicorn.app.base import BaseApplication
 
 from sidecar.config import Settings
-from sidecar.store.redis_server import RedisServer
+from sidecar.store.connection import resolve_redis
 
 log = structlog.get_logger("sidecar.serve")
-
-
-def resolve_redis(settings: Settings) -> tuple[str, RedisServer | None]:
-    """The configured Redis, else the private one under the data dir (started if needed)."""
-    if settings.redis_url:
-        return settings.redis_url, None
-    server = RedisServer(settings.data_dir / "redis")
-    server.start()
-    return server.url, server
 
 
 class _Gunicorn(BaseApplication):

@@ -18,7 +18,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
 import structlog
 from flask import Blueprint, Flask, current_app, request
 
@@ -65,7 +64,7 @@ class SeatRecorder:
                 changes = self.history.record(SeatCounter(engine, self.runtime.settings.billing_rule).count_all())
                 if changes:
                     metrics.SEAT_CHANGES.inc(changes)
-        except (SidecarError, redis.RedisError) as exc:
+        except SidecarError as exc:  # the store raises StoreUnavailable, never a redis error
             log.warning("seat_history_deferred", revision=record.revision, tenants=list(record.tenants),
                         error=getattr(exc, "message", type(exc).__name__))
 

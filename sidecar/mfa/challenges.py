@@ -34,7 +34,7 @@ import redis
 
 from sidecar.errors import Conflict, Expired, Locked, NotFound, RateLimited
 from sidecar.mfa import codes
-from sidecar.store.directory import translated_errors
+from sidecar.store.connection import translated_errors
 
 CODE_TTL_S = 300
 RETAIN_S = 3600

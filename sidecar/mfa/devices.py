@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import redis
 
-from sidecar.store.directory import translated_errors
+from sidecar.store.connection import translated_errors
 
 
 def devices_key(employee: str) -> str:

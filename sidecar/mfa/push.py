@@ -20,7 +20,7 @@ import json
 import redis
 
 from sidecar.mfa.devices import Device
-from sidecar.store.directory import translated_errors
+from sidecar.store.connection import translated_errors
 
 OUTBOX_STREAM = "sidecar:push-outbox"
 OUTBOX_MAXLEN = 100_000

@@ -22,7 +22,7 @@ from sidecar.mfa.challenges import CODE_TTL_S, Challenge, ChallengeStore, Outcom
 from sidecar.mfa.devices import Device, DeviceStore
 from sidecar.mfa.email import CodeMessage, EmailChannel, SmtpTarget
 from sidecar.mfa.push import PushOutbox
-from sidecar.store.directory import translated_errors
+from sidecar.store.connection import translated_errors
 
 KEY_IN_REDIS = "sidecar:mfa:key"
 _OUTCOMES = {"verified": "success", "failed": "failure", "locked": "failure", "approved": "success",

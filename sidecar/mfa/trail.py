@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from sidecar import metrics
-from sidecar.store.directory import translated_errors
+from sidecar.store.connection import translated_errors
 
 
 def record(runtime: Any, *, action: str, outcome: str, employee: str, device: dict[str, str] | None = None,

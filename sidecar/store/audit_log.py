@@ -18,7 +18,7 @@ one log's events the same way in one ``EVALSHA`` (:meth:`AuditLog.append_many`, 
 shipper of :mod:`sidecar.audit` uses for its batches). Redis Lua has no SHA-256, which
 is why the link is SHA-1 (see docs/audit.md). Redis errors surface as ``StoreUnavailable``.
 
-Imports: redis, orjson, ``sidecar.errors`` and ``sidecar.store.directory.translated_errors``.
+Imports: redis, orjson and ``sidecar.store.connection.translated_errors``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 import redis
 
-from sidecar.store.directory import translated_errors
+from sidecar.store.connection import translated_errors
 
 GENESIS = "0" * 40
 LOGS_KEY = "sc:audit:logs"

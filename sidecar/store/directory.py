@@ -17,14 +17,13 @@ entry is. The entry id is the write's ``revision``; ids only grow, so replicas c
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from sidecar.errors import Conflict, NotFound, StoreUnavailable, UnknownRight, UnknownRole
+from sidecar.errors import Conflict, NotFound, UnknownRight, UnknownRole
 from sidecar.policy.bundle import PolicyBundle
 from sidecar.policy.directory import (
     CHAIN_SCOPE,
@@ -37,6 +36,7 @@ from sidecar.policy.directory import (
     chain_tenant,
     validate_membership,
 )
+from sidecar.store.connection import translated_errors
 
 CHANGES_STREAM = "sidecar:changes"
 CHANGES_MAXLEN = 1_000_000
@@ -89,17 +89,6 @@ def tenant_key(tenant: str) -> str:
 
 def rev_key(tenant: str) -> str:
     return f"sc:t:{tenant}:rev"
-
-
-@contextmanager
-def translated_errors() -> Iterator[None]:
-    """Redis failures become StoreUnavailable (503): the caller's fault they are not."""
-    try:
-        yield
-    except redis.WatchError:
-        raise
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        raise StoreUnavailable("the directory store (Redis) is unreachable") from exc
 
 
 def _loads(raw: bytes | None) -> dict[str, Any] | None:

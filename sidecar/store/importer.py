@@ -26,6 +26,7 @@ from sidecar.policy.directory import (
     check_id,
     location_tenant,
 )
+from sidecar.store.connection import translated_errors
 from sidecar.store.directory import (
     CHANGES_MAXLEN,
     CHANGES_STREAM,
@@ -35,7 +36,6 @@ from sidecar.store.directory import (
     emp_key,
     loc_key,
     tenant_key,
-    translated_errors,
 )
 
 

@@ -25,7 +25,7 @@ from sidecar.errors import RevisionNotReached, StoreUnavailable
 from sidecar.policy.bundle import PolicyBundle
 from sidecar.policy.engine import TenantEngine
 from sidecar.store.connection import connect
-from sidecar.store.directory import ALL_EMPLOYEES, CHANGES_STREAM, DirectoryStore, translated_errors
+from sidecar.store.directory import ALL_EMPLOYEES, CHANGES_STREAM, DirectoryStore
 
 log = structlog.get_logger("sidecar.replica")
 _NEGATIVE_CACHE_LIMIT = 10_000
@@ -223,6 +223,3 @@ class Replica:
 
     def snapshot(self) -> dict[str, Any]:
         return {"position": self.position, "connected": self.connected, "tenants": len(self._engines)}
-
-
-__all__ = ["Replica", "parse_revision", "translated_errors"]

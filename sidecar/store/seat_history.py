@@ -34,7 +34,7 @@ import orjson
 import redis
 
 from sidecar.policy.seats import Scope, Seats
-from sidecar.store.directory import translated_errors
+from sidecar.store.connection import translated_errors
 
 SEAT_CHANGES_STREAM = "sidecar:seat-changes"
 SEAT_CHANGES_MAXLEN = 1_000_000  # the global feed; per-scope streams keep everything (invoices)
