@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from sidecar.app import create_app
-from sidecar.mfa.push import OUTBOX_STREAM
+from sidecar.store.mfa.push import OUTBOX_STREAM
 from tests.conftest import Api, make_settings, make_tokens
 from tests.mfa_support import Clock, Inbox, free_port, scan_redis, start_smtp
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from sidecar.errors import Conflict, Locked
 from sidecar.mfa import codes
-from sidecar.mfa.challenges import MAX_ATTEMPTS, ChallengeStore
+from sidecar.store.mfa.challenges import MAX_ATTEMPTS, ChallengeStore
 from tests.mfa_support import Clock
 
 SECRET = "store-test-secret"
@@ -21,7 +21,7 @@ SECRET = "store-test-secret"
 @pytest.fixture
 def store(redis_url: str) -> Iterator[ChallengeStore]:
     client = redis.Redis.from_url(redis_url)
-    yield ChallengeStore(client, lambda: SECRET, Clock())
+    yield ChallengeStore(client, codes.KeyedCodes(lambda: SECRET), Clock())
     client.close()
 
 

@@ -22,10 +22,10 @@ from flask import Blueprint, Flask, Response, current_app, g
 from sidecar.api.auth import require_scope
 from sidecar.api.io import ids, json_body, reply
 from sidecar.errors import BadRequest, RateLimited
-from sidecar.mfa.challenges import CHANNELS
-from sidecar.mfa.devices import Device
 from sidecar.mfa.service import TwoStep, rfc3339
 from sidecar.policy.directory import check_id
+from sidecar.store.mfa.challenges import CHANNELS
+from sidecar.store.mfa.devices import Device
 
 bp = Blueprint("mfa", __name__)
 EXTENSION = "sidecar.mfa"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 
 DIGITS = 6
 
@@ -30,6 +31,19 @@ def code_hash(secret: str, challenge_id: str, code: str) -> str:
 
 def matches(secret: str, challenge_id: str, code: str, stored_hash: str) -> bool:
     return hmac.compare_digest(code_hash(secret, challenge_id, code), stored_hash)
+
+
+class KeyedCodes:
+    """The challenge store's code hasher, keyed by a secret read when first needed."""
+
+    def __init__(self, secret: Callable[[], str]) -> None:
+        self._secret = secret
+
+    def hash(self, challenge_id: str, code: str) -> str:
+        return code_hash(self._secret(), challenge_id, code)
+
+    def matches(self, challenge_id: str, code: str, stored_hash: str) -> bool:
+        return matches(self._secret(), challenge_id, code, stored_hash)
 
 
 def well_formed(code: object) -> bool:

@@ -18,11 +18,11 @@ from typing import Any
 
 from sidecar.errors import ChannelUnavailable, Conflict, Forbidden, InvalidCode, Locked, NotFound
 from sidecar.mfa import codes, trail
-from sidecar.mfa.challenges import CODE_TTL_S, Challenge, ChallengeStore, Outcome
-from sidecar.mfa.devices import Device, DeviceStore
 from sidecar.mfa.email import CodeMessage, EmailChannel, SmtpTarget
-from sidecar.mfa.push import PushOutbox
 from sidecar.store.connection import translated_errors
+from sidecar.store.mfa.challenges import CODE_TTL_S, Challenge, ChallengeStore, Outcome
+from sidecar.store.mfa.devices import Device, DeviceStore
+from sidecar.store.mfa.push import PushOutbox
 
 KEY_IN_REDIS = "sidecar:mfa:key"
 _OUTCOMES = {"verified": "success", "failed": "failure", "locked": "failure", "approved": "success",
@@ -46,7 +46,7 @@ class TwoStep:
         settings = runtime.settings
         self._key: str | None = settings.mfa_secret
         self.product = settings.product_name
-        self.challenges = ChallengeStore(runtime.redis, self._secret, lambda: self.now())
+        self.challenges = ChallengeStore(runtime.redis, codes.KeyedCodes(self._secret), lambda: self.now())
         self.devices = DeviceStore(runtime.redis)
         self.outbox = PushOutbox(runtime.redis)
         self.email = EmailChannel(SmtpTarget.from_url(settings.smtp_url)) if settings.smtp_url else None

@@ -28,12 +28,11 @@ import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
 from sidecar.errors import Conflict, Expired, Locked, NotFound, RateLimited
-from sidecar.mfa import codes
 from sidecar.store.connection import translated_errors
 
 CODE_TTL_S = 300
@@ -64,6 +63,14 @@ def challenge_key(challenge_id: str) -> str:
 
 def rate_key(employee: str) -> str:
     return f"sidecar:mfa:rate:{employee}"
+
+
+class CodeHasher(Protocol):
+    """Keyed hashing of one-time codes (:class:`sidecar.mfa.codes.KeyedCodes`): only hashes reach Redis."""
+
+    def hash(self, challenge_id: str, code: str) -> str: ...
+
+    def matches(self, challenge_id: str, code: str, stored_hash: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -108,9 +115,9 @@ class Outcome:
 
 
 class ChallengeStore:
-    def __init__(self, client: redis.Redis, secret: Callable[[], str], now: Callable[[], float]) -> None:
+    def __init__(self, client: redis.Redis, codes: CodeHasher, now: Callable[[], float]) -> None:
         self.client = client
-        self._secret = secret
+        self._codes = codes
         self._now = now
         self._create = client.register_script(_CREATE)
 
@@ -120,7 +127,7 @@ class ChallengeStore:
         now = self._now()
         challenge_id = "ch-" + secrets.token_urlsafe(18)
         challenge = Challenge(challenge_id, employee, channel, "pending", 0, now, now + CODE_TTL_S, device, ip,
-                              codes.code_hash(self._secret(), challenge_id, code) if code is not None else None)
+                              self._codes.hash(challenge_id, code) if code is not None else None)
         fields = {"employee": employee, "channel": channel, "status": "pending", "attempts": "0",
                   "created_at": repr(now), "expires_at": repr(challenge.expires_at),
                   "device": json.dumps(device, sort_keys=True), "ip": ip or "",
@@ -156,7 +163,7 @@ class ChallengeStore:
 
         def decide(challenge: Challenge, pipe: Any) -> Outcome:
             _require(challenge, "email", self._now())
-            if challenge.code_hash and codes.matches(self._secret(), challenge.id, code, challenge.code_hash):
+            if challenge.code_hash and self._codes.matches(challenge.id, code, challenge.code_hash):
                 pipe.multi()
                 pipe.hset(challenge_key(challenge.id), mapping={"status": "verified", "code_hash": ""})
                 return Outcome("verified", replace(challenge, stored_status="verified"))

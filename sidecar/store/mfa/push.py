@@ -19,8 +19,8 @@ import json
 
 import redis
 
-from sidecar.mfa.devices import Device
 from sidecar.store.connection import translated_errors
+from sidecar.store.mfa.devices import Device
 
 OUTBOX_STREAM = "sidecar:push-outbox"
 OUTBOX_MAXLEN = 100_000
