@@ -178,8 +178,8 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _seats(args: argparse.Namespace, settings: Settings) -> int:
-    from sidecar.policy.directory import chain_tenant
     from sidecar.policy.seats import Scope, count_seats, render_table
+    from sidecar.policy.tenant import Tenant
     from sidecar.store.connection import connect, resolve_redis
     from sidecar.store.directory import DirectoryStore
     from sidecar.store.replica import Replica
@@ -189,7 +189,7 @@ def _seats(args: argparse.Namespace, settings: Settings) -> int:
     replica = Replica(DirectoryStore(connect(url), lambda: bundle), lambda: bundle, url)
     scope = Scope("chain", args.chain) if args.chain else Scope("location", args.location)
     if scope.kind == "chain":
-        engine = replica.engine(chain_tenant(scope.id)) if replica.store.chain(scope.id) else None
+        engine = replica.engine(Tenant.chain(scope.id)) if replica.store.chain(scope.id) else None
     else:
         engine = replica.engine_for_location(scope.id)
     if engine is None:

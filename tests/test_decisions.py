@@ -164,3 +164,20 @@ def test_explanation_names_roles_overrides_and_the_matched_rule() -> None:
     assert decision.explanation["roles"] == [{"role": "administrator", "scope": "location"}]
     assert decision.explanation["overrides"]["deny"] == ["payment:process"]
     assert decision.explanation["matched_rule"] == ["e-1", "l-1", "payment", "process", "deny"]
+
+
+def test_a_location_whose_id_is_chain_explains_its_own_roles_as_location_scope() -> None:
+    by_location = engines({"locations": [{"id": "chain"}], "employees": [{"id": "e-1"}],
+                           "memberships": [{"location": "chain", "employee": "e-1", "roles": ["viewer"]}]})
+    decision = decide(by_location["chain"], "e-1", "chain", "calendar:view", explain=True)
+    assert decision.explanation is not None
+    assert decision.explanation["roles"] == [{"role": "viewer", "scope": "location"}]
+
+
+def test_chain_wide_roles_are_explained_as_chain_scope() -> None:
+    by_location = engines({"chains": [{"id": "ch-1"}], "locations": [{"id": "l-1", "chain": "ch-1"}],
+                           "employees": [{"id": "e-1"}],
+                           "chain_memberships": [{"chain": "ch-1", "employee": "e-1", "roles": ["viewer"]}]})
+    decision = decide(by_location["l-1"], "e-1", "l-1", "calendar:view", explain=True)
+    assert decision.explanation is not None
+    assert decision.explanation["roles"] == [{"role": "viewer", "scope": "chain"}]

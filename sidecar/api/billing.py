@@ -25,9 +25,10 @@ from sidecar import metrics
 from sidecar.api.auth import require_scope
 from sidecar.api.io import json_body, reply
 from sidecar.errors import BadRequest, NotFound, SidecarError
-from sidecar.policy.directory import chain_tenant, check_id
+from sidecar.policy.directory import check_id
 from sidecar.policy.engine import TenantEngine
 from sidecar.policy.seats import Scope, SeatCounter, check_rule, count_seats, preview
+from sidecar.policy.tenant import NO_TENANT, Tenant
 from sidecar.runtime import Runtime, WriteRecord, current_runtime
 from sidecar.store.replica import parse_revision
 from sidecar.store.seat_history import SeatHistory, rfc3339
@@ -54,7 +55,7 @@ class SeatRecorder:
         try:
             self.runtime.replica.wait_for(record.revision, self.runtime.settings.min_revision_wait_s)
             for tenant in record.tenants:
-                if tenant == "_":  # a write that touched no tenant (an employee with no memberships)
+                if tenant == NO_TENANT:  # a write that touched no tenant (an employee with no memberships)
                     continue
                 engine = self.runtime.replica.engine(tenant)
                 if parse_revision(engine.directory.revision) < parse_revision(record.revision):
@@ -90,7 +91,7 @@ def _engine(runtime: Runtime, scope: Scope) -> TenantEngine:
         return engine
     if runtime.directory.chain(scope.id) is None:
         raise NotFound(f"chain {scope.id} does not exist", chain=scope.id)
-    return runtime.replica.engine(chain_tenant(scope.id))
+    return runtime.replica.engine(Tenant.chain(scope.id))
 
 
 def _time_ms(name: str, default: int) -> int:

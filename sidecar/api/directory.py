@@ -22,10 +22,10 @@ from sidecar.policy.directory import (
     Location,
     Membership,
     TenantDirectory,
-    chain_tenant,
     check_id,
 )
 from sidecar.policy.escalation import check_escalation, check_location_write
+from sidecar.policy.tenant import Tenant
 from sidecar.runtime import WriteRecord, current_runtime
 from sidecar.store.directory import Guard, WriteResult
 
@@ -181,7 +181,7 @@ def chain_membership_route(chain: str, employee: str) -> Any:
 @require_scope("admin")
 def chain_role_route(chain: str, role: str) -> Any:
     ids(chain=chain, role=role)
-    return _custom_role(chain_tenant(chain), CHAIN_SCOPE, role, {"chain": chain, "role": role}, chain=chain)
+    return _custom_role(Tenant.chain(chain), CHAIN_SCOPE, role, {"chain": chain, "role": role}, chain=chain)
 
 
 @bp.route("/v1/locations/<location>/roles/<role>", methods=["GET", "PUT"])

@@ -28,7 +28,8 @@ from sidecar import audit
 from sidecar.api.auth import require_scope
 from sidecar.api.io import ids, json_body, reply
 from sidecar.errors import BadRequest, Forbidden, NotFound
-from sidecar.policy.directory import chain_tenant, check_id
+from sidecar.policy.directory import check_id
+from sidecar.policy.tenant import Tenant
 from sidecar.runtime import Runtime, current_runtime
 
 bp = Blueprint("security", __name__)
@@ -116,7 +117,7 @@ def location_events(location: str) -> Any:
     engine = runtime.replica.engine_for_location(location)
     if engine is None:
         raise NotFound(f"location {location} does not exist")
-    in_chain = engine.directory.tenant.startswith("c:")
+    in_chain = engine.directory.tenant.is_chain
     return _answer(runtime, engine.directory.tenant, [location], location=location,
                    chain=engine.directory.chain.id if in_chain and engine.directory.chain else None,
                    only_location=location if in_chain else None)
@@ -129,8 +130,8 @@ def chain_events(chain: str) -> Any:
     runtime = current_runtime()
     if runtime.directory.chain(chain) is None:
         raise NotFound(f"chain {chain} does not exist")
-    locations = sorted(runtime.replica.engine(chain_tenant(chain)).directory.locations)
-    return _answer(runtime, chain_tenant(chain), locations, location=None, chain=chain, only_location=None)
+    locations = sorted(runtime.replica.engine(Tenant.chain(chain)).directory.locations)
+    return _answer(runtime, Tenant.chain(chain), locations, location=None, chain=chain, only_location=None)
 
 
 def _answer(runtime: Runtime, log_id: str, locations: list[str], *, location: str | None, chain: str | None,

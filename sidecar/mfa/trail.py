@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from sidecar import metrics
+from sidecar.policy.tenant import Tenant
 from sidecar.store.connection import translated_errors
 
 
@@ -26,8 +27,7 @@ def record(runtime: Any, *, action: str, outcome: str, employee: str, device: di
         tenants = sorted(t.decode() for t in runtime.redis.smembers(f"sc:emp:{employee}:tenants"))
     ids = []
     for tenant in tenants:
-        kind, _, name = tenant.partition(":")
-        where = {"chain": name} if kind == "c" else {"location": name}
+        where = Tenant.parse(tenant).where()
         ids.append(emit(runtime, category="login", action=action, outcome=outcome, employee=employee,
                         object=object, device=device or None, ip=ip, request_id=request_id, details=details,
                         **where))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sidecar.forward_auth.routes import RouteTable, load_routes
 from sidecar.policy.catalogue import Catalogue, RoleTemplate, load_catalogue, load_role_templates
+from sidecar.policy.engine import validate_model
 from sidecar.policy.files import PolicyFileError
 
 POLICY_FILES = ("model.conf", "catalogue.yaml", "roles.yaml", "routes.yaml")
@@ -47,15 +48,9 @@ def load_bundle(directory: Path) -> PolicyBundle:
         model_text = model_file.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyFileError(model_file, None, f"cannot read: {exc.strerror}") from None
-    _check_model(model_file, model_text)
+    validate_model(model_file, model_text)  # the engine is the only module that speaks casbin
     catalogue = load_catalogue(directory / "catalogue.yaml")
     templates = load_role_templates(directory / "roles.yaml", catalogue)
     routes = load_routes(directory / "routes.yaml", catalogue.names())
     return PolicyBundle(directory, model_text, catalogue, templates, routes, stamp)
 
-
-def _check_model(file: Path, text: str) -> None:
-    """The engine needs these sections; name the first one missing with its line."""
-    from sidecar.policy.engine import validate_model  # the only module that speaks casbin
-
-    validate_model(file, text)

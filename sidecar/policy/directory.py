@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from sidecar.errors import BadRequest, InvalidId, UnknownRight, UnknownRole
+from sidecar.policy.tenant import Tenant
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CHAIN_SCOPE = "*"  # the scope of a chain's custom roles and chain-wide memberships
@@ -29,12 +30,12 @@ def check_id(value: object, what: str = "id") -> str:
     return value
 
 
-def chain_tenant(chain: str) -> str:
-    return f"c:{chain}"
+def chain_tenant(chain: str) -> Tenant:
+    return Tenant.chain(chain)
 
 
-def location_tenant(location: str) -> str:
-    return f"l:{location}"
+def location_tenant(location: str) -> Tenant:
+    return Tenant.location(location)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +56,8 @@ class Location:
     owner: str | None = None
 
     @property
-    def tenant(self) -> str:
-        return chain_tenant(self.chain) if self.chain else location_tenant(self.id)
+    def tenant(self) -> Tenant:
+        return Tenant.chain(self.chain) if self.chain else Tenant.location(self.id)
 
     def to_json(self) -> dict[str, Any]:
         return {"location": self.id, "chain": self.chain, "owner": self.owner}
@@ -148,7 +149,7 @@ def _string_list(value: object, name: str, *, required: bool = False) -> list[st
 class TenantDirectory:
     """One tenant's directory at one revision (the stream id of its last change)."""
 
-    tenant: str
+    tenant: Tenant
     revision: str
     chain: Chain | None
     locations: dict[str, Location] = field(default_factory=dict)

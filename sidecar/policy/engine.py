@@ -9,6 +9,10 @@ a permanent entry in casbin's role manager (see the anchors' findings).
 
 Subject names inside casbin: ``role:<name>`` for a template, ``role:*/<name>`` for a chain's
 custom role, ``role:<location>/<name>`` for a location's, and the employee id itself.
+
+What is shared between engines (interned rights, the cap on live casbin models) lives in an
+:class:`EngineCache` the owner passes in (the replica owns one per process); an engine built
+without one gets its own, so nothing here is module-global.
 """
 
 from __future__ import annotations
@@ -20,22 +24,23 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import casbin
 from casbin.model import FastModel
 
-from sidecar.policy.bundle import PolicyBundle
 from sidecar.policy.directory import CHAIN_SCOPE, Membership, TenantDirectory
 from sidecar.policy.files import PolicyFileError
+
+if TYPE_CHECKING:  # the bundle validates models with this module; annotations only, no cycle
+    from sidecar.policy.bundle import PolicyBundle
 
 ALL_LOCATIONS = "*"
 Shape = tuple[str, tuple[tuple[str, ...], ...] | None, tuple[tuple[str, ...], ...] | None]
 _NONE: frozenset[str] = frozenset()
-_INTERNED: dict[frozenset[str], frozenset[str]] = {}
-_LIVE_MODELS = 32
-_LIVE: OrderedDict[int, TenantEngine] = OrderedDict()
-_LIVE_LOCK = threading.Lock()
+LIVE_MODELS = 32
+# How explain() labels a role by where it was granted; never compared with a location id.
+RoleScope = Literal["location", "chain", "inherited"]
 _REQUIRED = {"request_definition": 4, "policy_definition": 5, "role_definition": None,
              "policy_effect": None, "matchers": None}
 # casbin's constructor silences its own loggers; we keep it quiet the same way, once, here.
@@ -76,6 +81,48 @@ def _line_of(text: str, needle: str) -> int | None:
     return None
 
 
+class EngineCache:
+    """What the engines of one owner share: one object per distinct set of rights, and the
+    at most ``live_models`` casbin models kept alive (the oldest is let go, rebuilt on need).
+
+    A model is thousands of small objects; hundreds of half-answered tenants would keep them
+    all and every full garbage collection would scan them. ``reset()`` forgets everything
+    (tests and benchmarks start cold with it).
+    """
+
+    def __init__(self, live_models: int = LIVE_MODELS) -> None:
+        self.live_models = live_models
+        self._interned: dict[frozenset[str], frozenset[str]] = {}
+        self._live: OrderedDict[int, TenantEngine] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def intern(self, rights: frozenset[str]) -> frozenset[str]:
+        """One object per distinct set of rights (a handful, shared by thousands of members)."""
+        return self._interned.setdefault(rights, rights)
+
+    def keep_alive(self, engine: TenantEngine) -> None:
+        with self._lock:
+            self._live[id(engine)] = engine
+            self._live.move_to_end(id(engine))
+            while len(self._live) > self.live_models:
+                _, oldest = self._live.popitem(last=False)
+                oldest._release_casbin()
+
+    def forget(self, engine: TenantEngine) -> None:
+        with self._lock:
+            self._live.pop(id(engine), None)
+
+    def live(self) -> int:
+        return len(self._live)
+
+    def reset(self) -> None:
+        with self._lock:
+            for engine in self._live.values():
+                engine._release_casbin()
+            self._live.clear()
+            self._interned.clear()
+
+
 def _template_subject(name: str) -> str:
     return f"role:{name}"
 
@@ -109,9 +156,11 @@ class TenantEngine:
     """
 
     def __init__(self, bundle: PolicyBundle, directory: TenantDirectory,
-                 reuse: TenantEngine | None = None, changed_employees: Iterable[str] = ()) -> None:
+                 reuse: TenantEngine | None = None, changed_employees: Iterable[str] = (),
+                 cache: EngineCache | None = None) -> None:
         self.bundle = bundle
         self.directory = directory
+        self.cache: EngineCache = cache or (reuse.cache if reuse is not None else EngineCache())
         self._lock = threading.Lock()
         self._enforcer: casbin.FastEnforcer | None = None
         self._rights: dict[tuple[str, str], frozenset[str]] = {}
@@ -134,7 +183,7 @@ class TenantEngine:
     def _casbin(self) -> casbin.FastEnforcer:
         if self._enforcer is None:
             self._enforcer = self.build_casbin()
-            _keep_alive(self)
+            self.cache.keep_alive(self)
         return self._enforcer
 
     def _release_casbin(self) -> None:
@@ -211,13 +260,13 @@ class TenantEngine:
                 if held is None:
                     enforcer = self._casbin()
                     candidates = self._candidates(enforcer, employee, location)
-                    held = _intern(frozenset(
+                    held = self.cache.intern(frozenset(
                         r for r in candidates if enforcer.enforce(employee, location, *r.split(":", 1))))
                     self._by_shape[shape] = held
                     self._unanswered.discard(shape)
                     if not self._unanswered:
                         self._release_casbin()  # every member is answered: casbin's memory can go
-                        _forget(self)
+                        self.cache.forget(self)
         self._rights[key] = held
         return held
 
@@ -235,11 +284,12 @@ class TenantEngine:
         roles: list[dict[str, Any]] = []
         allow: list[str] = []
         deny: list[str] = []
-        for scope, membership in ((location, d.memberships.get((employee, location))),
-                                  ("chain", d.chain_memberships.get(employee))):
+        granted: tuple[tuple[RoleScope, Membership | None], ...] = (
+            ("location", d.memberships.get((employee, location))), ("chain", d.chain_memberships.get(employee)))
+        for scope, membership in granted:
             if membership is None:
                 continue
-            roles.extend({"role": r, "scope": "chain" if scope == "chain" else "location"} for r in membership.roles)
+            roles.extend({"role": r, "scope": scope} for r in membership.roles)
             allow.extend(r for r in membership.allow if r == right)
             deny.extend(r for r in membership.deny if r == right)
         with self._lock:
@@ -255,32 +305,8 @@ class TenantEngine:
         return Evidence(roles=roles, allow=allow, deny=deny, matched_rule=list(matched))
 
 
-def _keep_alive(engine: TenantEngine) -> None:
-    """Keep at most ``_LIVE_MODELS`` casbin models per process; the oldest is let go (rebuilt on need).
-
-    A model is thousands of small objects; hundreds of half-answered tenants would keep them all
-    and every full garbage collection would scan them.
-    """
-    with _LIVE_LOCK:
-        _LIVE[id(engine)] = engine
-        _LIVE.move_to_end(id(engine))
-        while len(_LIVE) > _LIVE_MODELS:
-            _, oldest = _LIVE.popitem(last=False)
-            oldest._release_casbin()
-
-
-def _forget(engine: TenantEngine) -> None:
-    with _LIVE_LOCK:
-        _LIVE.pop(id(engine), None)
-
-
 def _grants(membership: Membership | None) -> tuple[tuple[str, ...], ...] | None:
     return None if membership is None else (membership.roles, membership.allow, membership.deny)
-
-
-def _intern(rights: frozenset[str]) -> frozenset[str]:
-    """One object per distinct set of rights in the process (a handful, shared by thousands)."""
-    return _INTERNED.setdefault(rights, rights)
 
 
 def _unique(lines: list[list[str]]) -> list[list[str]]:

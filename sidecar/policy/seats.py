@@ -100,7 +100,7 @@ def check_rule(rule: str) -> str:
 
 def scopes_of(directory: TenantDirectory) -> list[Scope]:
     """The billing scopes a tenant answers for: its chain (if it is one) and each location."""
-    scopes = [Scope("chain", directory.chain.id)] if directory.tenant.startswith("c:") and directory.chain else []
+    scopes = [Scope("chain", directory.chain.id)] if directory.tenant.is_chain and directory.chain else []
     return scopes + [Scope("location", location) for location in sorted(directory.locations)]
 
 
@@ -250,7 +250,7 @@ def apply_changes(directory: TenantDirectory, bundle: PolicyBundle, changes: obj
             raise BadRequest("each change names exactly one of location or chain", field="changes")
         chain_wide = "chain" in change
         where = check_id(change["chain"] if chain_wide else change["location"], "chain" if chain_wide else "location")
-        if chain_wide and (copy.chain is None or copy.chain.id != where or not copy.tenant.startswith("c:")):
+        if chain_wide and (copy.chain is None or copy.chain.id != where or not copy.tenant.is_chain):
             raise BadRequest(f"chain {where} is not the chain of this scope", field="chain")
         if not chain_wide and where not in copy.locations:
             raise BadRequest(f"location {where} is not in this scope's chain", field="location")

@@ -36,11 +36,10 @@ from sidecar.policy.directory import (
     Location,
     Membership,
     TenantDirectory,
-    chain_tenant,
-    location_tenant,
 )
 from sidecar.policy.engine import TenantEngine
 from sidecar.policy.files import PolicyFileError, YamlDocument, read_yaml
+from sidecar.policy.tenant import Tenant
 
 
 @dataclass(frozen=True)
@@ -56,12 +55,12 @@ def build_directories(spec: dict[str, Any], bundle: PolicyBundle) -> dict[str, T
     """Tenants of a small in-memory directory (also used by tests)."""
     tenants: dict[str, TenantDirectory] = {}
 
-    def tenant(name: str, chain: Chain | None) -> TenantDirectory:
+    def tenant(name: Tenant, chain: Chain | None) -> TenantDirectory:
         return tenants.setdefault(name, TenantDirectory(tenant=name, revision="0-0", chain=chain))
 
     chains = {c["id"]: Chain(c["id"], c.get("owner")) for c in spec.get("chains", [])}
     for chain in chains.values():
-        tenant(chain_tenant(chain.id), chain)
+        tenant(Tenant.chain(chain.id), chain)
     where: dict[str, TenantDirectory] = {}
     for raw in spec.get("locations", []):
         location = Location(raw["id"], raw.get("chain"), raw.get("owner"))
@@ -74,7 +73,7 @@ def build_directories(spec: dict[str, Any], bundle: PolicyBundle) -> dict[str, T
     for raw in spec.get("roles", []):
         body = {k: raw[k] for k in ("rights", "inherits") if k in raw}
         if raw.get("chain"):
-            tenant(chain_tenant(raw["chain"]), chains.get(raw["chain"])).custom_roles[(CHAIN_SCOPE, raw["role"])] = \
+            tenant(Tenant.chain(raw["chain"]), chains.get(raw["chain"])).custom_roles[(CHAIN_SCOPE, raw["role"])] = \
                 CustomRole.from_json(raw["role"], CHAIN_SCOPE, body)
         else:
             where[raw["location"]].custom_roles[(raw["location"], raw["role"])] = \
@@ -86,7 +85,7 @@ def build_directories(spec: dict[str, Any], bundle: PolicyBundle) -> dict[str, T
         t.employees[raw["employee"]] = people[raw["employee"]]
     for raw in spec.get("chain_memberships", []):
         body = {k: v for k, v in raw.items() if k not in ("chain", "employee")}
-        t = tenant(chain_tenant(raw["chain"]), chains.get(raw["chain"]))
+        t = tenant(Tenant.chain(raw["chain"]), chains.get(raw["chain"]))
         t.chain_memberships[raw["employee"]] = Membership.from_json(body, chain_wide=True)
         t.employees[raw["employee"]] = people[raw["employee"]]
     for t in tenants.values():
@@ -134,4 +133,4 @@ def run_suites(directory: Path, bundle: PolicyBundle) -> list[CaseResult]:
     return results
 
 
-__all__ = ["CaseResult", "build_directories", "location_tenant", "run_suite", "run_suites"]
+__all__ = ["CaseResult", "build_directories", "run_suite", "run_suites"]

@@ -36,6 +36,7 @@ from sidecar.policy.directory import (
     chain_tenant,
     validate_membership,
 )
+from sidecar.policy.tenant import NO_TENANT, Tenant
 from sidecar.store.connection import translated_errors
 
 CHANGES_STREAM = "sidecar:changes"
@@ -144,7 +145,7 @@ class DirectoryStore:
                         pipe.watch(*watch)
                         write, extra = prepare(pipe)
                         if not write.tenants:
-                            write.touch("_")
+                            write.touch(NO_TENANT)
                         fields = ["kind", kind, "subject", subject, "tenants", " ".join(write.tenants),
                                   "employees", employees]
                         pipe.multi()
@@ -221,7 +222,8 @@ class DirectoryStore:
                     fields, rev = pipe.execute()
             else:
                 fields, rev = reader.hgetall(tenant_key(tenant)), reader.get(rev_key(tenant))
-            directory = TenantDirectory(tenant=tenant, revision=rev.decode() if rev else "0-0", chain=None)
+            directory = TenantDirectory(tenant=Tenant.parse(tenant), revision=rev.decode() if rev else "0-0",
+                                        chain=None)
             location_ids: list[str] = []
             for raw_field, raw_value in fields.items():
                 field = raw_field.decode()
@@ -238,8 +240,9 @@ class DirectoryStore:
                     raw = json.loads(raw_value)
                     directory.custom_roles[(scope, name)] = CustomRole(
                         name, scope, tuple(raw["rights"]), tuple(raw["inherits"]))
-            if tenant.startswith("c:"):
-                directory.chain = self.chain(tenant[2:], reader) or Chain(tenant[2:])
+            if directory.tenant.is_chain:
+                chain_id = directory.tenant.id
+                directory.chain = self.chain(chain_id, reader) or Chain(chain_id)
             location_ids.sort()
             if location_ids:
                 for location, raw in zip(location_ids, reader.mget([loc_key(x) for x in location_ids]), strict=True):

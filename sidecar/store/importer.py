@@ -22,10 +22,9 @@ from sidecar.policy.directory import (
     CHAIN_SCOPE,
     CustomRole,
     Membership,
-    chain_tenant,
     check_id,
-    location_tenant,
 )
+from sidecar.policy.tenant import NO_TENANT, Tenant
 from sidecar.store.connection import translated_errors
 from sidecar.store.directory import (
     CHANGES_MAXLEN,
@@ -84,7 +83,7 @@ def import_lines(store: DirectoryStore, bundle: PolicyBundle, lines: Iterable[st
         touched = sorted(key.removeprefix("sc:t:") for key in plan.hashes)
         revision = "0-0"
         for start in range(0, max(len(touched), 1), 200):
-            chunk = touched[start:start + 200] or ["_"]
+            chunk = touched[start:start + 200] or [NO_TENANT]
             fields_ = ["kind", "import", "subject", "import", "tenants", " ".join(chunk), "employees", "*"]
             revision = store._apply(keys=[CHANGES_STREAM],
                                     args=["[]", json.dumps(chunk), json.dumps(fields_), CHANGES_MAXLEN]).decode()
@@ -109,7 +108,7 @@ def _validate(store: DirectoryStore, bundle: PolicyBundle, lines: Iterable[str])
                 chain = check_id(record.get("id"), "id")
                 chains.add(chain)
                 plan.strings[chain_key(chain)] = _dumps({"owner": _opt_id(record, "owner")})
-                plan.hashes[tenant_key(chain_tenant(chain))]  # the tenant exists
+                plan.hashes[tenant_key(Tenant.chain(chain))]  # the tenant exists
             elif kind == "location":
                 location = check_id(record.get("id"), "id")
                 in_chain = _opt_id(record, "chain")
@@ -118,7 +117,7 @@ def _validate(store: DirectoryStore, bundle: PolicyBundle, lines: Iterable[str])
                     plan.strings.setdefault(chain_key(in_chain), _dumps({"owner": None}))
                 location_chain[location] = in_chain
                 plan.strings[loc_key(location)] = _dumps({"chain": in_chain, "owner": _opt_id(record, "owner")})
-                tenant = chain_tenant(in_chain) if in_chain else location_tenant(location)
+                tenant = Tenant.chain(in_chain) if in_chain else Tenant.location(location)
                 plan.hashes[tenant_key(tenant)][f"loc:{location}"] = "1"
             elif kind == "employee":
                 employee = check_id(record.get("id"), "id")
@@ -156,7 +155,7 @@ def _plan_deferred(store: DirectoryStore, bundle: PolicyBundle, plan: _Plan, rec
             raise ValueError(f"{name} is a role template's name")
         if record.get("chain"):
             chain = check_id(record["chain"], "chain")
-            tenant, scope = chain_tenant(chain), CHAIN_SCOPE
+            tenant, scope = Tenant.chain(chain), CHAIN_SCOPE
         else:
             location = check_id(record.get("location"), "location")
             tenant, scope = _tenant_of(store, location, location_chain), location
@@ -175,7 +174,7 @@ def _plan_deferred(store: DirectoryStore, bundle: PolicyBundle, plan: _Plan, rec
         chain = check_id(record.get("chain"), "chain")
         if chain not in chains and store.chain(chain) is None:
             raise ValueError(f"chain {chain} is neither in the file nor in the directory")
-        tenant, field_ = chain_tenant(chain), f"cm:{employee}"
+        tenant, field_ = Tenant.chain(chain), f"cm:{employee}"
     else:
         location = check_id(record.get("location"), "location")
         tenant, field_ = _tenant_of(store, location, location_chain), f"m:{location}:{employee}"
@@ -191,10 +190,10 @@ def _custom_role_known(plan: _Plan, tenant: str, role: str) -> bool:
     return any(f.startswith("role:") and f.endswith(f":{role}") for f in plan.hashes.get(tenant_key(tenant), {}))
 
 
-def _tenant_of(store: DirectoryStore, location: str, location_chain: dict[str, str | None]) -> str:
+def _tenant_of(store: DirectoryStore, location: str, location_chain: dict[str, str | None]) -> Tenant:
     if location in location_chain:
         chain = location_chain[location]
-        return chain_tenant(chain) if chain else location_tenant(location)
+        return Tenant.chain(chain) if chain else Tenant.location(location)
     found = store.location(location)
     if found is None:
         raise ValueError(f"location {location} is neither in the file nor in the directory")

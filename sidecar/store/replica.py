@@ -23,7 +23,7 @@ import structlog
 
 from sidecar.errors import RevisionNotReached, StoreUnavailable
 from sidecar.policy.bundle import PolicyBundle
-from sidecar.policy.engine import TenantEngine
+from sidecar.policy.engine import EngineCache, TenantEngine
 from sidecar.store.connection import connect
 from sidecar.store.directory import ALL_EMPLOYEES, CHANGES_STREAM, DirectoryStore
 
@@ -44,6 +44,7 @@ class Replica:
         self._redis_url = redis_url
         self._max_tenants = max_tenants
         self._engines: OrderedDict[str, TenantEngine] = OrderedDict()
+        self.engine_cache = EngineCache()  # interned rights and live casbin models, shared by this replica's engines
         self._stale: dict[str, set[str]] = {}
         self._stale_upto: dict[str, tuple[int, int]] = {}  # newest change applied to a stale tenant
         self._location_tenant: dict[str, str] = {}
@@ -205,9 +206,10 @@ class Replica:
             # directory holds: a later write not yet read from the log may touch anyone.
             known = parse_revision(directory.revision) <= upto
             if engine is not None and changes and ALL_EMPLOYEES not in changes and known:
-                fresh = TenantEngine(bundle, directory, reuse=engine, changed_employees=changes)
+                fresh = TenantEngine(bundle, directory, reuse=engine, changed_employees=changes,
+                                     cache=self.engine_cache)
             else:
-                fresh = TenantEngine(bundle, directory)
+                fresh = TenantEngine(bundle, directory, cache=self.engine_cache)
             self._engines[tenant] = fresh
             self._engines.move_to_end(tenant)
             for location in directory.locations:
