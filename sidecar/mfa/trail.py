@@ -1,6 +1,6 @@
 """The two-step trail: each event is an audit event (category ``login``) in every tenant of the employee.
 
-A tenant is ``c:<chain>`` or ``l:<standalone location>`` (the ``sc:emp:<E>:tenants`` set), so
+A tenant is a chain or a standalone location (``DirectoryStore.tenants_of``), so
 the event lands in the Security section of every chain and standalone location where the
 employee is a member, with the device and IP that asked. Actions: ``mfa_challenge_sent``,
 ``mfa_failed``, ``mfa_locked``, ``mfa_verified``, ``mfa_approved``, ``mfa_denied``,
@@ -12,8 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from sidecar import metrics
-from sidecar.policy.tenant import Tenant
-from sidecar.store.connection import translated_errors
 
 
 def record(runtime: Any, *, action: str, outcome: str, employee: str, device: dict[str, str] | None = None,
@@ -23,11 +21,9 @@ def record(runtime: Any, *, action: str, outcome: str, employee: str, device: di
     from sidecar.audit import emit  # the audit module is a sibling feature; import it where it is used
 
     metrics.MFA_EVENTS.labels(action).inc()
-    with translated_errors():
-        tenants = sorted(t.decode() for t in runtime.redis.smembers(f"sc:emp:{employee}:tenants"))
     ids = []
-    for tenant in tenants:
-        where = Tenant.parse(tenant).where()
+    for tenant in runtime.directory.tenants_of(employee):
+        where = tenant.where()
         ids.append(emit(runtime, category="login", action=action, outcome=outcome, employee=employee,
                         object=object, device=device or None, ip=ip, request_id=request_id, details=details,
                         **where))

@@ -8,11 +8,11 @@ no I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
-from sidecar.errors import BadRequest, InvalidId, UnknownRight, UnknownRole
+from sidecar.errors import BadRequest, InvalidId
 from sidecar.policy.tenant import Tenant
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -171,6 +171,24 @@ class TenantDirectory:
     def members(self) -> set[str]:
         return {e for e, _ in self.memberships} | set(self.chain_memberships)
 
+    def membership(self, employee: str, scope: str) -> Membership | None:
+        """The employee's membership at a location, or chain-wide when ``scope`` is ``CHAIN_SCOPE``."""
+        if scope == CHAIN_SCOPE:
+            return self.chain_memberships.get(employee)
+        return self.memberships.get((employee, scope))
+
+    def set_membership(self, employee: str, scope: str, membership: Membership | None) -> None:
+        """Set (or with None, remove) the employee's membership in ``scope`` (a location or ``CHAIN_SCOPE``)."""
+        if scope == CHAIN_SCOPE:
+            if membership is None:
+                self.chain_memberships.pop(employee, None)
+            else:
+                self.chain_memberships[employee] = membership
+        elif membership is None:
+            self.memberships.pop((employee, scope), None)
+        else:
+            self.memberships[(employee, scope)] = membership
+
     def resolve_role(self, name: str, scope: str, templates: Iterable[str]) -> tuple[str, str] | None:
         """Which definition a role name means in a scope: location's own, chain's, template."""
         if scope != CHAIN_SCOPE and (scope, name) in self.custom_roles:
@@ -180,15 +198,3 @@ class TenantDirectory:
         if name in templates:
             return ("template", name)
         return None
-
-
-def validate_membership(directory: TenantDirectory, membership: Membership, scope: str,
-                        known_rights: Callable[[Iterable[str]], list[str]], templates: Iterable[str]) -> None:
-    """Refuse unknown rights (400 unknown_right) and roles that mean nothing in ``scope`` (400 unknown_role)."""
-    unknown = known_rights([*membership.allow, *membership.deny])
-    if unknown:
-        raise UnknownRight(f"unknown rights {unknown}", rights=unknown)
-    templates = set(templates)
-    missing = [r for r in membership.roles if directory.resolve_role(r, scope, templates) is None]
-    if missing:
-        raise UnknownRole(f"unknown roles {missing}", roles=missing)

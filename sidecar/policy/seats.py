@@ -33,8 +33,9 @@ from typing import Any
 
 from sidecar.errors import BadRequest, NotFound
 from sidecar.policy.bundle import PolicyBundle
-from sidecar.policy.directory import CHAIN_SCOPE, Employee, Membership, TenantDirectory, check_id, validate_membership
+from sidecar.policy.directory import CHAIN_SCOPE, Employee, Membership, TenantDirectory, check_id
 from sidecar.policy.engine import TenantEngine
+from sidecar.policy.rules import validate_membership
 
 RULES = ("announced", "writes")
 OWNER_ROLE = "owner"
@@ -265,7 +266,7 @@ def apply_changes(directory: TenantDirectory, bundle: PolicyBundle, changes: obj
                 raise NotFound(f"employee {employee} has no membership at {where}", employee=employee)
             del table[key]
         else:
-            _validate(copy, bundle, membership, CHAIN_SCOPE if chain_wide else where)
+            validate_membership(copy, membership, CHAIN_SCOPE if chain_wide else where, bundle)
             if employee not in copy.employees:
                 person = known_employee(employee)
                 if person is None:
@@ -274,10 +275,6 @@ def apply_changes(directory: TenantDirectory, bundle: PolicyBundle, changes: obj
             table[key] = membership
         touched.add(employee)
     return copy, touched
-
-
-def _validate(directory: TenantDirectory, bundle: PolicyBundle, membership: Membership, scope: str) -> None:
-    validate_membership(directory, membership, scope, bundle.catalogue.unknown, bundle.templates)
 
 
 def preview(engine: TenantEngine, scope: Scope, rule: str, changes: object,

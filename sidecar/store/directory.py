@@ -1,6 +1,6 @@
 """The directory in Redis, and its durable change log.
 
-Layout (``T`` is a tenant: ``c:<chain>`` or ``l:<standalone location>``)::
+Layout (``T`` is a :class:`~sidecar.policy.tenant.Tenant`: ``c:<chain>`` or ``l:<standalone location>``)::
 
     sc:emp:<E>            JSON employee              sc:emp:<E>:tenants  SET of tenants
     sc:loc:<L>            JSON {chain, owner}        sc:chain:<C>        JSON {owner}
@@ -12,6 +12,11 @@ Every write runs under WATCH, is validated against what it read, then applied by
 script that also appends the change entry and stamps the tenants' revisions: a write that
 fails validation changes nothing, and a write is visible to a replica exactly when its change
 entry is. The entry id is the write's ``revision``; ids only grow, so replicas compare them.
+The rules a write must pass are :mod:`sidecar.policy.rules` (the bulk importer uses the same).
+
+Key and field names come from the functions below (``emp_key``, ``tenants_key``,
+``membership_field``...), and each record kind has one encoder and one decoder, so the layout
+is spelled once; nothing outside ``store/`` reads these keys.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 
 import redis
 
-from sidecar.errors import Conflict, NotFound, UnknownRight, UnknownRole
+from sidecar.errors import Conflict, NotFound
 from sidecar.policy.bundle import PolicyBundle
 from sidecar.policy.directory import (
     CHAIN_SCOPE,
@@ -33,9 +38,8 @@ from sidecar.policy.directory import (
     Location,
     Membership,
     TenantDirectory,
-    chain_tenant,
-    validate_membership,
 )
+from sidecar.policy.rules import validate_custom_role, validate_membership
 from sidecar.policy.tenant import NO_TENANT, Tenant
 from sidecar.store.connection import translated_errors
 
@@ -76,6 +80,11 @@ def emp_key(employee: str) -> str:
     return f"sc:emp:{employee}"
 
 
+def tenants_key(employee: str) -> str:
+    """The SET of tenants where the employee holds a membership."""
+    return f"sc:emp:{employee}:tenants"
+
+
 def loc_key(location: str) -> str:
     return f"sc:loc:{location}"
 
@@ -92,29 +101,87 @@ def rev_key(tenant: str) -> str:
     return f"sc:t:{tenant}:rev"
 
 
+def location_field(location: str) -> str:
+    return f"loc:{location}"
+
+
+def membership_field(scope: str, employee: str) -> str:
+    """A membership's field in its tenant's hash: ``m:<location>:<E>``, or ``cm:<E>`` chain-wide."""
+    return f"cm:{employee}" if scope == CHAIN_SCOPE else f"m:{scope}:{employee}"
+
+
+def role_field(scope: str, name: str) -> str:
+    return f"role:{scope}:{name}"
+
+
+# -- records: one encoder and one decoder per kind ------------------------------------------------
+def encode(value: dict[str, Any]) -> str:
+    """A record as stored: compact JSON with sorted keys."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
 def _loads(raw: bytes | None) -> dict[str, Any] | None:
     return None if raw is None else json.loads(raw)
 
 
-def _dumps(value: dict[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+def employee_record(employee: Employee) -> dict[str, Any]:
+    return {"active": employee.active, "email": employee.email, "name": employee.name}
+
+
+def _employee(employee: str, raw: dict[str, Any]) -> Employee:
+    return Employee(employee, raw["active"], raw.get("email"), raw.get("name"))
+
+
+def location_record(location: Location) -> dict[str, Any]:
+    return {"chain": location.chain, "owner": location.owner}
+
+
+def _location(location: str, raw: dict[str, Any]) -> Location:
+    return Location(location, raw.get("chain"), raw.get("owner"))
+
+
+def chain_record(chain: Chain) -> dict[str, Any]:
+    return {"owner": chain.owner}
+
+
+def _chain(chain: str, raw: dict[str, Any]) -> Chain:
+    return Chain(chain, raw.get("owner"))
+
+
+def membership_record(membership: Membership, scope: str) -> dict[str, Any]:
+    return membership.to_json(chain_wide=scope == CHAIN_SCOPE)
+
+
+def _membership(raw: dict[str, Any]) -> Membership:
+    return Membership(tuple(raw["roles"]), tuple(raw.get("allow", ())), tuple(raw.get("deny", ())),
+                      bool(raw.get("provides_services", False)))
+
+
+def role_record(role: CustomRole) -> dict[str, Any]:
+    return {"rights": list(role.rights), "inherits": list(role.inherits)}
+
+
+def _custom_role(name: str, scope: str, raw: dict[str, Any]) -> CustomRole:
+    return CustomRole(name, scope, tuple(raw["rights"]), tuple(raw["inherits"]))
 
 
 class _Write:
-    """The operations of one write, applied atomically with its change entry."""
+    """The operations of one write, applied atomically with its change entry, and what it changed."""
 
-    def __init__(self) -> None:
+    def __init__(self, before: dict[str, Any] | None = None, after: dict[str, Any] | None = None) -> None:
         self.ops: list[list[str]] = []
         self.tenants: list[str] = []
+        self.before = before
+        self.after = after
 
     def set(self, key: str, value: dict[str, Any]) -> None:
-        self.ops.append(["SET", key, _dumps(value)])
+        self.ops.append(["SET", key, encode(value)])
 
     def delete(self, key: str) -> None:
         self.ops.append(["DEL", key])
 
     def hset(self, key: str, field: str, value: dict[str, Any] | str) -> None:
-        self.ops.append(["HSET", key, field, value if isinstance(value, str) else _dumps(value)])
+        self.ops.append(["HSET", key, field, value if isinstance(value, str) else encode(value)])
 
     def hdel(self, key: str, field: str) -> None:
         self.ops.append(["HDEL", key, field])
@@ -136,14 +203,14 @@ class DirectoryStore:
         self._apply = client.register_script(_APPLY)
 
     # -- the write protocol ---------------------------------------------------------------
-    def _run(self, watch: list[str], prepare: Callable[[redis.client.Pipeline], tuple[_Write, dict[str, Any]]],
-             kind: str, subject: str, employees: str = ALL_EMPLOYEES) -> tuple[str, dict[str, Any], tuple[str, ...]]:
+    def _run(self, watch: list[str], prepare: Callable[[Any], _Write], kind: str, subject: str,
+             employees: str = ALL_EMPLOYEES) -> WriteResult:
         with translated_errors():
             for _ in range(20):
                 with self.client.pipeline() as pipe:
                     try:
                         pipe.watch(*watch)
-                        write, extra = prepare(pipe)
+                        write = prepare(pipe)
                         if not write.tenants:
                             write.touch(NO_TENANT)
                         fields = ["kind", kind, "subject", subject, "tenants", " ".join(write.tenants),
@@ -153,10 +220,22 @@ class DirectoryStore:
                                     args=[json.dumps(write.ops), json.dumps(write.tenants), json.dumps(fields),
                                           CHANGES_MAXLEN], client=pipe)
                         (revision,) = pipe.execute()
-                        return revision.decode(), extra, tuple(write.tenants)
+                        return WriteResult(revision.decode(), write.before, write.after, tuple(write.tenants))
                     except redis.WatchError:
                         continue
             raise Conflict("the directory changed concurrently too often; try again")
+
+    def announce(self, tenants: list[str], kind: str, subject: str) -> str:
+        """Append change entries naming ``tenants`` (200 a entry) for data written outside :meth:`_run`
+        (the bulk import): every replica reloads them. Answers the last entry's revision."""
+        revision = "0-0"
+        with translated_errors():
+            for start in range(0, max(len(tenants), 1), 200):
+                chunk = tenants[start:start + 200] or [NO_TENANT]
+                fields = ["kind", kind, "subject", subject, "tenants", " ".join(chunk), "employees", ALL_EMPLOYEES]
+                revision = self._apply(keys=[CHANGES_STREAM],
+                                       args=["[]", json.dumps(chunk), json.dumps(fields), CHANGES_MAXLEN]).decode()
+        return revision
 
     def _get(self, pipe: Any, key: str) -> dict[str, Any] | None:
         return _loads(pipe.get(key))
@@ -165,41 +244,47 @@ class DirectoryStore:
         raw = self._get(pipe, emp_key(employee))
         if raw is None and required:
             raise NotFound(f"employee {employee} does not exist", employee=employee)
-        return None if raw is None else Employee(employee, raw["active"], raw.get("email"), raw.get("name"))
+        return None if raw is None else _employee(employee, raw)
 
     # -- reads -------------------------------------------------------------------------------
     def employee(self, employee: str) -> Employee | None:
         with translated_errors():
             raw = _loads(self.client.get(emp_key(employee)))
-        return None if raw is None else Employee(employee, raw["active"], raw.get("email"), raw.get("name"))
+        return None if raw is None else _employee(employee, raw)
+
+    def tenants_of(self, employee: str) -> list[Tenant]:
+        """The tenants where the employee holds a membership, sorted."""
+        with translated_errors():
+            raw = self.client.smembers(tenants_key(employee))
+        return sorted(Tenant.parse(t.decode()) for t in raw)
 
     def location(self, location: str, reader: Any = None) -> Location | None:
         with translated_errors():
             raw = _loads((reader or self.client).get(loc_key(location)))
-        return None if raw is None else Location(location, raw.get("chain"), raw.get("owner"))
+        return None if raw is None else _location(location, raw)
 
     def chain(self, chain: str, reader: Any = None) -> Chain | None:
         with translated_errors():
             raw = _loads((reader or self.client).get(chain_key(chain)))
-        return None if raw is None else Chain(chain, raw.get("owner"))
+        return None if raw is None else _chain(chain, raw)
 
     def membership(self, location: str, employee: str) -> Membership | None:
         loc = self.location(location)
         if loc is None:
             return None
         with translated_errors():
-            raw = _loads(self.client.hget(tenant_key(loc.tenant), f"m:{location}:{employee}"))
+            raw = _loads(self.client.hget(tenant_key(loc.tenant), membership_field(location, employee)))
         return None if raw is None else _membership(raw)
 
     def chain_membership(self, chain: str, employee: str) -> Membership | None:
         with translated_errors():
-            raw = _loads(self.client.hget(tenant_key(chain_tenant(chain)), f"cm:{employee}"))
+            raw = _loads(self.client.hget(tenant_key(Tenant.chain(chain)), membership_field(CHAIN_SCOPE, employee)))
         return None if raw is None else _membership(raw)
 
     def custom_role(self, tenant: str, scope: str, role: str) -> CustomRole | None:
         with translated_errors():
-            raw = _loads(self.client.hget(tenant_key(tenant), f"role:{scope}:{role}"))
-        return None if raw is None else CustomRole(role, scope, tuple(raw["rights"]), tuple(raw["inherits"]))
+            raw = _loads(self.client.hget(tenant_key(tenant), role_field(scope, role)))
+        return None if raw is None else _custom_role(role, scope, raw)
 
     def revision(self, tenant: str) -> str:
         with translated_errors():
@@ -237,9 +322,7 @@ class DirectoryStore:
                     directory.chain_memberships[rest] = _membership(json.loads(raw_value))
                 elif kind == "role":
                     scope, _, name = rest.partition(":")
-                    raw = json.loads(raw_value)
-                    directory.custom_roles[(scope, name)] = CustomRole(
-                        name, scope, tuple(raw["rights"]), tuple(raw["inherits"]))
+                    directory.custom_roles[(scope, name)] = _custom_role(name, scope, json.loads(raw_value))
             if directory.tenant.is_chain:
                 chain_id = directory.tenant.id
                 directory.chain = self.chain(chain_id, reader) or Chain(chain_id)
@@ -247,83 +330,74 @@ class DirectoryStore:
             if location_ids:
                 for location, raw in zip(location_ids, reader.mget([loc_key(x) for x in location_ids]), strict=True):
                     if raw is not None:
-                        value = json.loads(raw)
-                        directory.locations[location] = Location(location, value.get("chain"), value.get("owner"))
+                        directory.locations[location] = _location(location, json.loads(raw))
             members = sorted(directory.members())
             if members:
                 for employee, raw in zip(members, reader.mget([emp_key(e) for e in members]), strict=True):
                     if raw is not None:
-                        value = json.loads(raw)
-                        directory.employees[employee] = Employee(
-                            employee, value["active"], value.get("email"), value.get("name"))
+                        directory.employees[employee] = _employee(employee, json.loads(raw))
         return directory
 
     # -- writes -----------------------------------------------------------------------------
     def put_employee(self, employee: Employee, guard: Guard | None = None) -> WriteResult:
-        def prepare(pipe: Any) -> tuple[_Write, dict[str, Any]]:
+        def prepare(pipe: Any) -> _Write:
             before = self._get(pipe, emp_key(employee.id))
-            tenants = sorted(m.decode() for m in pipe.smembers(f"sc:emp:{employee.id}:tenants"))
+            tenants = sorted(m.decode() for m in pipe.smembers(tenants_key(employee.id)))
             if guard:
                 for tenant in tenants:
                     current = self.load_tenant(tenant, pipe)
                     changed = current.copy()
                     changed.employees[employee.id] = employee
                     guard(current, changed)
-            write = _Write()
-            after = {"active": employee.active, "email": employee.email, "name": employee.name}
-            write.set(emp_key(employee.id), after)
+            write = _Write(before, employee_record(employee))
+            write.set(emp_key(employee.id), employee_record(employee))
             write.touch(*tenants)
-            return write, {"before": before, "after": after}
+            return write
 
-        revision, extra, tenants = self._run([emp_key(employee.id), f"sc:emp:{employee.id}:tenants"], prepare,
-                                             "employee", employee.id, employee.id)
-        return WriteResult(revision, extra["before"], extra["after"], tenants)
+        return self._run([emp_key(employee.id), tenants_key(employee.id)], prepare, "employee", employee.id,
+                         employee.id)
 
     def put_chain(self, chain: Chain, guard: Guard | None = None) -> WriteResult:
-        tenant = chain_tenant(chain.id)
+        tenant = Tenant.chain(chain.id)
 
-        def prepare(pipe: Any) -> tuple[_Write, dict[str, Any]]:
+        def prepare(pipe: Any) -> _Write:
             before = self._get(pipe, chain_key(chain.id))
             if guard:
                 current = self.load_tenant(tenant, pipe)
                 guard(current, current)
-            write = _Write()
-            after = {"owner": chain.owner}
-            write.set(chain_key(chain.id), after)
+            write = _Write(before, chain_record(chain))
+            write.set(chain_key(chain.id), chain_record(chain))
             write.touch(tenant)
-            return write, {"before": before, "after": after}
+            return write
 
-        revision, extra, tenants = self._run([chain_key(chain.id), rev_key(tenant)], prepare, "chain", chain.id)
-        return WriteResult(revision, extra["before"], extra["after"], tenants)
+        return self._run([chain_key(chain.id), rev_key(tenant)], prepare, "chain", chain.id)
 
     def put_location(self, location: Location, guard: Guard | None = None) -> WriteResult:
         """Create or change a location. Moving it to another chain moves its memberships."""
         new_tenant = location.tenant
 
-        def prepare(pipe: Any) -> tuple[_Write, dict[str, Any]]:
+        def prepare(pipe: Any) -> _Write:
             before = self._get(pipe, loc_key(location.id))
-            old = Location(location.id, before.get("chain"), before.get("owner")) if before else None
+            old = _location(location.id, before) if before else None
             if old is not None:
                 pipe.watch(rev_key(old.tenant))  # a membership written there meanwhile must move too
             if guard:
                 current = self.load_tenant(old.tenant if old else new_tenant, pipe)
                 guard(current, self._located(pipe, current, location, old))
-            write = _Write()
-            after = {"chain": location.chain, "owner": location.owner}
-            write.set(loc_key(location.id), after)
+            write = _Write(before, location_record(location))
+            write.set(loc_key(location.id), location_record(location))
             if location.chain and self._get(pipe, chain_key(location.chain)) is None:
-                write.set(chain_key(location.chain), {"owner": None})
-            write.hset(tenant_key(new_tenant), f"loc:{location.id}", "1")
+                write.set(chain_key(location.chain), chain_record(Chain(location.chain)))
+            write.hset(tenant_key(new_tenant), location_field(location.id), "1")
             if old is not None and old.tenant != new_tenant:
                 self._move_location(pipe, write, location.id, old.tenant, new_tenant)
             write.touch(new_tenant, *([old.tenant] if old else []))
-            return write, {"before": before, "after": after}
+            return write
 
         watch = [loc_key(location.id), rev_key(new_tenant)]
         if location.chain:
             watch.append(chain_key(location.chain))
-        revision, extra, tenants = self._run(watch, prepare, "location", location.id)
-        return WriteResult(revision, extra["before"], extra["after"], tenants)
+        return self._run(watch, prepare, "location", location.id)
 
     def _located(self, pipe: Any, current: TenantDirectory, location: Location,
                  old: Location | None) -> TenantDirectory:
@@ -343,7 +417,7 @@ class DirectoryStore:
         return after
 
     def _move_location(self, pipe: Any, write: _Write, location: str, old: str, new: str) -> None:
-        write.hdel(tenant_key(old), f"loc:{location}")
+        write.hdel(tenant_key(old), location_field(location))
         moved: set[str] = set()
         staying: set[str] = set()  # employees with another membership in the old tenant
         for raw_field, raw_value in pipe.hgetall(tenant_key(old)).items():
@@ -358,139 +432,87 @@ class DirectoryStore:
             elif field.startswith("cm:"):
                 staying.add(field[3:])
         for employee in moved:
-            write.sadd(f"sc:emp:{employee}:tenants", new)
+            write.sadd(tenants_key(employee), new)
             if employee not in staying:
-                write.srem(f"sc:emp:{employee}:tenants", old)
+                write.srem(tenants_key(employee), old)
 
     def put_membership(self, location: str, employee: str, membership: Membership | None,
                        guard: Guard | None = None) -> WriteResult:
         """Set (or with None, remove) an employee's membership at one location."""
 
-        def prepare(pipe: Any) -> tuple[_Write, dict[str, Any]]:
+        def locate(pipe: Any) -> Tenant:
             loc = self.location(location, pipe)
             if loc is None:
                 raise NotFound(f"location {location} does not exist", location=location)
             pipe.watch(rev_key(loc.tenant))  # read under WATCH: a concurrent move or write retries us
-            person = self._person(pipe, employee, required=membership is not None)
-            current = self.load_tenant(loc.tenant, pipe)
-            directory = current.copy()
-            if person is not None:
-                directory.employees[employee] = person
-            before = directory.memberships.get((employee, location))
-            if membership is None and before is None:
-                raise NotFound(f"employee {employee} has no membership at {location}")
-            write = _Write()
-            field = f"m:{location}:{employee}"
-            if membership is None:
-                write.hdel(tenant_key(loc.tenant), field)
-                directory.memberships.pop((employee, location), None)
-                if employee not in directory.members():
-                    write.srem(f"sc:emp:{employee}:tenants", loc.tenant)
-            else:
-                self._validate_membership(directory, membership, location)
-                directory.memberships[(employee, location)] = membership
-                write.hset(tenant_key(loc.tenant), field, membership.to_json())
-                write.sadd(f"sc:emp:{employee}:tenants", loc.tenant)
-            if guard:
-                guard(current, directory)
-            write.touch(loc.tenant)
-            return write, {"before": before.to_json() if before else None,
-                           "after": membership.to_json() if membership else None}
+            return loc.tenant
 
-        revision, extra, tenants = self._run([loc_key(location), emp_key(employee)], prepare, "membership",
-                                             f"{location}/{employee}", employee)
-        return WriteResult(revision, extra["before"], extra["after"], tenants)
+        return self._put_membership(locate, location, employee, membership, guard,
+                                    watch=[loc_key(location), emp_key(employee)], kind="membership",
+                                    subject=f"{location}/{employee}",
+                                    absent=f"employee {employee} has no membership at {location}")
 
     def put_chain_membership(self, chain: str, employee: str, membership: Membership | None,
                              guard: Guard | None = None) -> WriteResult:
-        tenant = chain_tenant(chain)
+        """Set (or with None, remove) an employee's chain-wide membership."""
+        tenant = Tenant.chain(chain)
 
-        def prepare(pipe: Any) -> tuple[_Write, dict[str, Any]]:
+        def locate(pipe: Any) -> Tenant:
             if self._get(pipe, chain_key(chain)) is None:
                 raise NotFound(f"chain {chain} does not exist", chain=chain)
+            return tenant
+
+        return self._put_membership(locate, CHAIN_SCOPE, employee, membership, guard,
+                                    watch=[chain_key(chain), emp_key(employee), rev_key(tenant)],
+                                    kind="chain_membership", subject=f"{chain}/{employee}",
+                                    absent=f"employee {employee} has no chain-wide membership in {chain}")
+
+    def _put_membership(self, locate: Callable[[Any], Tenant], scope: str, employee: str,
+                        membership: Membership | None, guard: Guard | None, *, watch: list[str], kind: str,
+                        subject: str, absent: str) -> WriteResult:
+        """One membership write in ``scope`` (a location, or ``CHAIN_SCOPE``) of the tenant ``locate`` finds."""
+
+        def prepare(pipe: Any) -> _Write:
+            tenant = locate(pipe)
             person = self._person(pipe, employee, required=membership is not None)
             current = self.load_tenant(tenant, pipe)
             directory = current.copy()
             if person is not None:
                 directory.employees[employee] = person
-            before = directory.chain_memberships.get(employee)
+            before = directory.membership(employee, scope)
             if membership is None and before is None:
-                raise NotFound(f"employee {employee} has no chain-wide membership in {chain}")
-            write = _Write()
+                raise NotFound(absent)
+            write = _Write(membership_record(before, scope) if before else None,
+                           membership_record(membership, scope) if membership else None)
+            field = membership_field(scope, employee)
+            directory.set_membership(employee, scope, membership)
             if membership is None:
-                write.hdel(tenant_key(tenant), f"cm:{employee}")
-                directory.chain_memberships.pop(employee, None)
+                write.hdel(tenant_key(tenant), field)
                 if employee not in directory.members():
-                    write.srem(f"sc:emp:{employee}:tenants", tenant)
+                    write.srem(tenants_key(employee), tenant)
             else:
-                self._validate_membership(directory, membership, CHAIN_SCOPE)
-                directory.chain_memberships[employee] = membership
-                write.hset(tenant_key(tenant), f"cm:{employee}", membership.to_json(chain_wide=True))
-                write.sadd(f"sc:emp:{employee}:tenants", tenant)
+                validate_membership(directory, membership, scope, self._bundle())
+                write.hset(tenant_key(tenant), field, membership_record(membership, scope))
+                write.sadd(tenants_key(employee), tenant)
             if guard:
                 guard(current, directory)
             write.touch(tenant)
-            return write, {"before": before.to_json(chain_wide=True) if before else None,
-                           "after": membership.to_json(chain_wide=True) if membership else None}
+            return write
 
-        revision, extra, tenants = self._run([chain_key(chain), emp_key(employee), rev_key(tenant)], prepare,
-                                             "chain_membership", f"{chain}/{employee}", employee)
-        return WriteResult(revision, extra["before"], extra["after"], tenants)
+        return self._run(watch, prepare, kind, subject, employee)
 
     def put_custom_role(self, tenant: str, scope: str, role: CustomRole, guard: Guard | None = None) -> WriteResult:
-        bundle = self._bundle()
-        if role.name in bundle.templates:
-            raise Conflict(f"{role.name} is a role template's name; choose another", role=role.name)
-        unknown = bundle.catalogue.unknown(role.rights)
-        if unknown:
-            raise UnknownRight(f"unknown rights {unknown}", rights=unknown)
-
-        def prepare(pipe: Any) -> tuple[_Write, dict[str, Any]]:
+        def prepare(pipe: Any) -> _Write:
             current = self.load_tenant(tenant, pipe)
             directory = current.copy()
-            if scope != CHAIN_SCOPE and scope not in directory.locations:
-                raise NotFound(f"location {scope} does not exist", location=scope)
             before = directory.custom_roles.get((scope, role.name))
             directory.custom_roles[(scope, role.name)] = role
-            for parent in role.inherits:
-                if directory.resolve_role(parent, scope, bundle.templates) is None:
-                    raise UnknownRole(f"role {role.name} inherits unknown role {parent}", role=parent)
-            _check_no_cycle(directory, scope, role.name, set(bundle.templates))
+            validate_custom_role(directory, role, self._bundle())
             if guard:
                 guard(current, directory)
-            write = _Write()
-            write.hset(tenant_key(tenant), f"role:{scope}:{role.name}", {"rights": list(role.rights),
-                                                                         "inherits": list(role.inherits)})
+            write = _Write(before.to_json() if before else None, role.to_json())
+            write.hset(tenant_key(tenant), role_field(scope, role.name), role_record(role))
             write.touch(tenant)
-            return write, {"before": before.to_json() if before else None, "after": role.to_json()}
+            return write
 
-        revision, extra, tenants = self._run([rev_key(tenant)], prepare, "role", f"{tenant}/{scope}/{role.name}")
-        return WriteResult(revision, extra["before"], extra["after"], tenants)
-
-    def _validate_membership(self, directory: TenantDirectory, membership: Membership, scope: str) -> None:
-        bundle = self._bundle()
-        validate_membership(directory, membership, scope, bundle.catalogue.unknown, bundle.templates)
-
-
-def _membership(raw: dict[str, Any]) -> Membership:
-    return Membership(tuple(raw["roles"]), tuple(raw.get("allow", ())), tuple(raw.get("deny", ())),
-                      bool(raw.get("provides_services", False)))
-
-
-def _check_no_cycle(directory: TenantDirectory, scope: str, start: str, templates: set[str]) -> None:
-    seen: set[tuple[str, str]] = set()
-    stack = [(scope, start)]
-    while stack:
-        key = stack.pop()
-        role = directory.custom_roles.get(key)
-        if role is None:
-            continue
-        for parent in role.inherits:
-            found = directory.resolve_role(parent, key[0], templates)
-            if found is None or found[0] == "template":
-                continue
-            if found == (scope, start):
-                raise Conflict(f"role {start} would inherit itself through {role.name}", role=start)
-            if found not in seen:
-                seen.add(found)
-                stack.append(found)
+        return self._run([rev_key(tenant)], prepare, "role", f"{tenant}/{scope}/{role.name}")

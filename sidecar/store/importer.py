@@ -5,14 +5,20 @@ One record per line, ``kind`` first: ``chain`` {id, owner?}, ``location`` {id, c
 deny?, provides_services?}, ``chain_membership`` {chain, employee, roles, allow?, deny?},
 ``role`` {chain | location, role, rights, inherits?}. The whole file is validated first (an
 error names the line and changes nothing), then written in pipelined batches; one change entry
-per tenant tells every replica.
+per tenant tells every replica (:meth:`DirectoryStore.announce`).
+
+Roles and memberships pass the API's own rules (:mod:`sidecar.policy.rules`) against each
+tenant as the import would leave it: what Redis already holds plus the file's records. A
+tenant is read from Redis only when a record names a custom role in it, so a first load of
+template roles costs no reads.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,21 +26,33 @@ from sidecar.errors import SidecarError
 from sidecar.policy.bundle import PolicyBundle
 from sidecar.policy.directory import (
     CHAIN_SCOPE,
+    Chain,
     CustomRole,
+    Employee,
+    Location,
     Membership,
+    TenantDirectory,
     check_id,
 )
-from sidecar.policy.tenant import NO_TENANT, Tenant
+from sidecar.policy.rules import check_rights, check_role_name, validate_custom_role, validate_membership
+from sidecar.policy.tenant import Tenant
 from sidecar.store.connection import translated_errors
 from sidecar.store.directory import (
-    CHANGES_MAXLEN,
-    CHANGES_STREAM,
     DirectoryStore,
-    _dumps,
     chain_key,
+    chain_record,
     emp_key,
+    employee_record,
+    encode,
     loc_key,
+    location_field,
+    location_record,
+    membership_field,
+    membership_record,
+    role_field,
+    role_record,
     tenant_key,
+    tenants_key,
 )
 
 
@@ -75,19 +93,38 @@ def import_lines(store: DirectoryStore, bundle: PolicyBundle, lines: Iterable[st
                 pending += 1
                 flush()
         for employee, tenants in plan.member_of.items():
-            pipe.sadd(f"sc:emp:{employee}:tenants", *tenants)
+            pipe.sadd(tenants_key(employee), *tenants)
             pending += 1
             flush()
         flush(force=True)
-        progress("written; announcing the change to replicas")
-        touched = sorted(key.removeprefix("sc:t:") for key in plan.hashes)
-        revision = "0-0"
-        for start in range(0, max(len(touched), 1), 200):
-            chunk = touched[start:start + 200] or [NO_TENANT]
-            fields_ = ["kind", "import", "subject", "import", "tenants", " ".join(chunk), "employees", "*"]
-            revision = store._apply(keys=[CHANGES_STREAM],
-                                    args=["[]", json.dumps(chunk), json.dumps(fields_), CHANGES_MAXLEN]).decode()
+    progress("written; announcing the change to replicas")
+    touched = sorted(key.removeprefix("sc:t:") for key in plan.hashes)
+    revision = store.announce(touched, "import", "import")
     return {"revision": revision, "tenants": len(touched), **plan.counts}
+
+
+class _Tenants:
+    """Tenants as the import would leave them (Redis, then the file's records), read on first need."""
+
+    def __init__(self, store: DirectoryStore, location_chain: dict[str, str | None]) -> None:
+        self.store = store
+        self._file_locations: dict[Tenant, list[Location]] = defaultdict(list)
+        for location, chain in location_chain.items():
+            found = Location(location, chain)
+            self._file_locations[found.tenant].append(found)
+        self._loaded: dict[Tenant, TenantDirectory] = {}
+
+    def get(self, tenant: Tenant) -> TenantDirectory:
+        directory = self._loaded.get(tenant)
+        if directory is None:
+            directory = self.store.load_tenant(tenant)
+            for location in self._file_locations.get(tenant, []):
+                directory.locations[location.id] = location
+            self._loaded[tenant] = directory
+        return directory
+
+
+_TEMPLATES_ONLY = TenantDirectory(tenant=Tenant.location("-"), revision="0-0", chain=None)
 
 
 def _validate(store: DirectoryStore, bundle: PolicyBundle, lines: Iterable[str]) -> _Plan:
@@ -107,26 +144,25 @@ def _validate(store: DirectoryStore, bundle: PolicyBundle, lines: Iterable[str])
             if kind == "chain":
                 chain = check_id(record.get("id"), "id")
                 chains.add(chain)
-                plan.strings[chain_key(chain)] = _dumps({"owner": _opt_id(record, "owner")})
+                plan.strings[chain_key(chain)] = encode(chain_record(Chain(chain, _opt_id(record, "owner"))))
                 plan.hashes[tenant_key(Tenant.chain(chain))]  # the tenant exists
             elif kind == "location":
-                location = check_id(record.get("id"), "id")
-                in_chain = _opt_id(record, "chain")
-                if in_chain is not None and in_chain not in chains:
-                    chains.add(in_chain)
-                    plan.strings.setdefault(chain_key(in_chain), _dumps({"owner": None}))
-                location_chain[location] = in_chain
-                plan.strings[loc_key(location)] = _dumps({"chain": in_chain, "owner": _opt_id(record, "owner")})
-                tenant = Tenant.chain(in_chain) if in_chain else Tenant.location(location)
-                plan.hashes[tenant_key(tenant)][f"loc:{location}"] = "1"
+                location = Location(check_id(record.get("id"), "id"), _opt_id(record, "chain"),
+                                    _opt_id(record, "owner"))
+                if location.chain is not None and location.chain not in chains:
+                    chains.add(location.chain)
+                    plan.strings.setdefault(chain_key(location.chain), encode(chain_record(Chain(location.chain))))
+                location_chain[location.id] = location.chain
+                plan.strings[loc_key(location.id)] = encode(location_record(location))
+                plan.hashes[tenant_key(location.tenant)][location_field(location.id)] = "1"
             elif kind == "employee":
                 employee = check_id(record.get("id"), "id")
                 active = record.get("active", True)
                 if not isinstance(active, bool):
                     raise ValueError("active must be true or false")
                 employees.add(employee)
-                plan.strings[emp_key(employee)] = _dumps(
-                    {"active": active, "email": record.get("email"), "name": record.get("name")})
+                plan.strings[emp_key(employee)] = encode(
+                    employee_record(Employee(employee, active, record.get("email"), record.get("name"))))
             elif kind in ("membership", "chain_membership", "role"):
                 deferred.append((number, record))
                 continue  # counted once planned, below
@@ -135,65 +171,78 @@ def _validate(store: DirectoryStore, bundle: PolicyBundle, lines: Iterable[str])
             plan.counts[kind] += 1
         except (ValueError, SidecarError) as exc:
             raise InvalidImport(f"line {number}: {_message(exc)}") from None
-    deferred.sort(key=lambda item: item[1]["kind"] != "role")  # roles first: memberships name them
-    for number, record in deferred:
-        try:
-            _plan_deferred(store, bundle, plan, record, location_chain, chains, employees)
+    tenants = _Tenants(store, location_chain)
+    roles = [(n, r) for n, r in deferred if r["kind"] == "role"]
+    memberships = [(n, r) for n, r in deferred if r["kind"] != "role"]
+    planned: list[tuple[int, Tenant, CustomRole]] = []
+    for number, record in roles:  # every role first: roles inherit and memberships name each other's
+        with _at_line(number):
+            tenant, role = _role(store, bundle, record, location_chain)
+            tenants.get(tenant).custom_roles[(role.scope, role.name)] = role
+            planned.append((number, tenant, role))
+    for number, tenant, role in planned:
+        with _at_line(number):
+            validate_custom_role(tenants.get(tenant), role, bundle)
+            plan.hashes[tenant_key(tenant)][role_field(role.scope, role.name)] = encode(role_record(role))
+            plan.counts["role"] += 1
+    for number, record in memberships:
+        with _at_line(number):
+            _plan_membership(store, bundle, plan, tenants, record, location_chain, chains, employees)
             plan.counts[record["kind"]] += 1
-        except (ValueError, SidecarError, KeyError) as exc:
-            raise InvalidImport(f"line {number}: {_message(exc)}") from None
     return plan
 
 
-def _plan_deferred(store: DirectoryStore, bundle: PolicyBundle, plan: _Plan, record: dict[str, Any],
-                   location_chain: dict[str, str | None], chains: set[str], employees: set[str]) -> None:
-    kind = record["kind"]
-    body = {k: v for k, v in record.items() if k not in ("kind", "location", "chain", "employee", "role")}
-    if kind == "role":
-        name = check_id(record.get("role"), "role")
-        if name in bundle.templates:
-            raise ValueError(f"{name} is a role template's name")
-        if record.get("chain"):
-            chain = check_id(record["chain"], "chain")
-            tenant, scope = Tenant.chain(chain), CHAIN_SCOPE
-        else:
-            location = check_id(record.get("location"), "location")
-            tenant, scope = _tenant_of(store, location, location_chain), location
-        role = CustomRole.from_json(name, scope, body)
-        _known(bundle, role.rights)
-        plan.hashes[tenant_key(tenant)][f"role:{scope}:{name}"] = _dumps(
-            {"rights": list(role.rights), "inherits": list(role.inherits)})
-        return
+@contextmanager
+def _at_line(number: int) -> Iterator[None]:
+    """Turn a record's refusal into InvalidImport naming its line."""
+    try:
+        yield
+    except (ValueError, SidecarError, KeyError) as exc:
+        raise InvalidImport(f"line {number}: {_message(exc)}") from None
+
+
+def _role(store: DirectoryStore, bundle: PolicyBundle, record: dict[str, Any],
+          location_chain: dict[str, str | None]) -> tuple[Tenant, CustomRole]:
+    name = check_id(record.get("role"), "role")
+    body = {k: v for k, v in record.items() if k not in ("kind", "location", "chain", "role")}
+    if record.get("chain"):
+        tenant, scope = Tenant.chain(check_id(record["chain"], "chain")), CHAIN_SCOPE
+    else:
+        location = check_id(record.get("location"), "location")
+        tenant, scope = _tenant_of(store, location, location_chain), location
+    role = CustomRole.from_json(name, scope, body)
+    check_role_name(role, bundle)
+    return tenant, role
+
+
+def _plan_membership(store: DirectoryStore, bundle: PolicyBundle, plan: _Plan, tenants: _Tenants,
+                     record: dict[str, Any], location_chain: dict[str, str | None], chains: set[str],
+                     employees: set[str]) -> None:
+    body = {k: v for k, v in record.items() if k not in ("kind", "location", "chain", "employee")}
     employee = check_id(record.get("employee"), "employee")
     if employee not in employees and store.employee(employee) is None:
         raise ValueError(f"employee {employee} is neither in the file nor in the directory")
-    chain_wide = kind == "chain_membership"
+    chain_wide = record["kind"] == "chain_membership"
     membership = Membership.from_json(body, chain_wide=chain_wide)
-    _known(bundle, [*membership.allow, *membership.deny])
     if chain_wide:
         chain = check_id(record.get("chain"), "chain")
         if chain not in chains and store.chain(chain) is None:
             raise ValueError(f"chain {chain} is neither in the file nor in the directory")
-        tenant, field_ = Tenant.chain(chain), f"cm:{employee}"
+        tenant, scope = Tenant.chain(chain), CHAIN_SCOPE
     else:
-        location = check_id(record.get("location"), "location")
-        tenant, field_ = _tenant_of(store, location, location_chain), f"m:{location}:{employee}"
-    unknown_roles = [r for r in membership.roles
-                     if r not in bundle.templates and not _custom_role_known(plan, tenant, r)]
-    if unknown_roles:
-        raise ValueError(f"unknown roles {unknown_roles}")
-    plan.hashes[tenant_key(tenant)][field_] = _dumps(membership.to_json(chain_wide=chain_wide))
+        scope = check_id(record.get("location"), "location")
+        tenant = _tenant_of(store, scope, location_chain)
+    check_rights(bundle, [*membership.allow, *membership.deny])
+    # template roles mean the same in every tenant: only a custom role needs the tenant read
+    templates_only = all(r in bundle.templates for r in membership.roles)
+    validate_membership(_TEMPLATES_ONLY if templates_only else tenants.get(tenant), membership, scope, bundle)
+    plan.hashes[tenant_key(tenant)][membership_field(scope, employee)] = encode(membership_record(membership, scope))
     plan.member_of[employee].add(tenant)
-
-
-def _custom_role_known(plan: _Plan, tenant: str, role: str) -> bool:
-    return any(f.startswith("role:") and f.endswith(f":{role}") for f in plan.hashes.get(tenant_key(tenant), {}))
 
 
 def _tenant_of(store: DirectoryStore, location: str, location_chain: dict[str, str | None]) -> Tenant:
     if location in location_chain:
-        chain = location_chain[location]
-        return Tenant.chain(chain) if chain else Tenant.location(location)
+        return Location(location, location_chain[location]).tenant
     found = store.location(location)
     if found is None:
         raise ValueError(f"location {location} is neither in the file nor in the directory")
@@ -205,11 +254,5 @@ def _opt_id(record: dict[str, Any], name: str) -> str | None:
     return None if value is None else check_id(value, name)
 
 
-def _known(bundle: PolicyBundle, rights: Iterable[str]) -> None:
-    unknown = bundle.catalogue.unknown(rights)
-    if unknown:
-        raise ValueError(f"unknown rights {unknown}")
-
-
-def _message(exc: Exception) -> str:
+def _message(exc: BaseException) -> str:
     return exc.message if isinstance(exc, SidecarError) else str(exc)
