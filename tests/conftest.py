@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import redis
 
 from sidecar.store.redis_server import RedisServer
+from tests.postgres_support import PostgresCluster, postgres_bin
 
 POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
 
@@ -34,6 +36,25 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     yield client
     client.close()
 
+
+
+# -- PostgreSQL (the audit archive) ------------------------------------------------------------
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One private cluster per session (see tests/postgres_support.py); skipped without PostgreSQL."""
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL is not installed (.ci/run installs the postgresql package)")
+    cluster = PostgresCluster(Path(tempfile.mkdtemp(prefix="sidecar-pg-"))).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    name = postgres_cluster.create_database()
+    yield postgres_cluster.url(name)
+    postgres_cluster.drop_database(name)
 
 # -- the app ---------------------------------------------------------------------------------
 from sidecar.app import create_app  # noqa: E402  # fixtures above need no app

@@ -4,7 +4,9 @@ Layout (``T`` is a log: the tenant id ``c:<chain>`` or ``l:<standalone location>
 
     sc:audit:<T>              STREAM, one entry per event: e = canonical JSON, p = prev_hash, h = hash
     sc:audit:<T>:meta         HASH  head (last hash), count (ever appended), floor (hash before the
-                              oldest retained entry), trimmed (entries removed by retention)
+                              oldest retained entry), trimmed (entries removed by retention),
+                              archived (entries moved to the PostgreSQL archive), archived_to (the
+                              stream id of the last one moved)
     sc:audit:<T>:ids:<YYYYMMDD>  SET of event ids by the day of the event's time (idempotency;
                               expires after the retention period)
     sc:audit:logs             SET of every log that has events
@@ -82,6 +84,35 @@ end
 return out
 """
 
+# Release entries the archive has committed: every entry up to and including ARGV[1] (the last of
+# the batch, whose hash must be ARGV[2]), only while the lease KEYS[3] holds token ARGV[3]. The
+# floor becomes that hash, so the hot log starts where the archive ends. Returns the count, -1 when
+# the lease is lost, -2 when the stream does not hold that entry (released before).
+_RELEASE = """
+if redis.call('GET', KEYS[3]) ~= ARGV[3] then return -1 end
+local old = redis.call('XRANGE', KEYS[1], '-', ARGV[1])
+if #old == 0 then return -2 end
+local last = old[#old]
+if last[1] ~= ARGV[1] then return -2 end
+local fields = last[2]
+local h = nil
+for i = 1, #fields, 2 do
+  if fields[i] == 'h' then h = fields[i + 1] end
+end
+if h ~= ARGV[2] then return -2 end
+local ids = {}
+for i, entry in ipairs(old) do
+  ids[#ids + 1] = entry[1]
+  if #ids == 500 or i == #old then
+    redis.call('XDEL', KEYS[1], unpack(ids))
+    ids = {}
+  end
+end
+redis.call('HSET', KEYS[2], 'floor', ARGV[2], 'archived_to', ARGV[1])
+redis.call('HINCRBY', KEYS[2], 'archived', #old)
+return #old
+"""
+
 # Remove entries older than ARGV[1] (a stream id), at most ARGV[2], remembering the last removed
 # hash as the floor the verifier starts from: retention is not mistaken for a deletion.
 _TRIM = """
@@ -147,9 +178,16 @@ def _entry(stream_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
 
 
 class AuditLog:
-    def __init__(self, client: redis.Redis, retention_days: int) -> None:
+    def __init__(self, client: redis.Redis, retention_days: int, *, archived: bool = False,
+                 hot_s: int = 7 * 86400) -> None:
+        """``archived``: a PostgreSQL archive takes events after ``hot_s``; then Redis never trims
+        (an event leaves only once archived) and keeps event ids for duplicate checks only while
+        events are hot (plus two days), not for the whole retention period."""
         self.client = client
         self.retention_days = retention_days
+        self.archived = archived
+        self._id_ttl_s = (hot_s // 86400 + 2) * 86400 if archived else (retention_days + 2) * 86400
+        self._release = client.register_script(_RELEASE)
         self._append = client.register_script(_APPEND)
         self._append_run = client.register_script(_APPEND_RUN)
         self._trim = client.register_script(_TRIM)
@@ -158,8 +196,7 @@ class AuditLog:
     def _append_args(self, log: str, event: dict[str, Any]) -> tuple[list[str], list[Any]]:
         day = event["time"][:10].replace("-", "")
         keys = [stream_key(log), meta_key(log), ids_key(log, day), LOGS_KEY]
-        ttl = (self.retention_days + 2) * 86400
-        return keys, [event["id"], canonical(event), ttl, log, GENESIS]
+        return keys, [event["id"], canonical(event), self._id_ttl_s, log, GENESIS]
 
     def append(self, log: str, event: dict[str, Any]) -> Appended:
         """Append one event durably (idempotent by ``event["id"]``): one round trip."""
@@ -170,7 +207,7 @@ class AuditLog:
 
     def _run_args(self, log: str, events: list[dict[str, Any]]) -> tuple[list[str], list[Any]]:
         keys = [stream_key(log), meta_key(log), LOGS_KEY]
-        args: list[Any] = [(self.retention_days + 2) * 86400, log, GENESIS]
+        args: list[Any] = [self._id_ttl_s, log, GENESIS]
         for event in events:
             keys.append(ids_key(log, event["time"][:10].replace("-", "")))
             args += (event["id"], canonical(event))
@@ -202,7 +239,12 @@ class AuditLog:
         return [_appended(reply) for run in replies for reply in run]
 
     def trim(self, log: str, now_ms: int, batch: int = 1000) -> int:
-        """Drop entries older than the retention period (keeps the chain verifiable)."""
+        """Drop entries older than the retention period (keeps the chain verifiable).
+
+        Never with an archive: events leave Redis only once archived, and retention drops them there.
+        """
+        if self.archived:
+            return 0
         cutoff = now_ms - self.retention_days * 86_400_000
         removed = 0
         with translated_errors():
@@ -232,6 +274,18 @@ class AuditLog:
                 return
             upper = f"({entries[-1][0].decode()}"
 
+    def oldest(self, log: str, *, below_ms: int, count: int) -> list[tuple[str, bytes, str, str]]:
+        """Up to ``count`` entries older than ``below_ms``, oldest first: (stream id, body, prev_hash, hash)."""
+        with translated_errors():
+            entries = self.client.xrange(stream_key(log), min="-", max=f"({max(below_ms, 0)}-0", count=count)
+        return [(sid.decode(), f[b"e"], f[b"p"].decode(), f[b"h"].decode()) for sid, f in entries]
+
+    def release(self, log: str, *, last_sid: str, last_hash: str, lease_key: str, token: str) -> int:
+        """Delete the entries up to ``last_sid`` once archived; see _RELEASE for the answers."""
+        with translated_errors():
+            return int(self._release(keys=[stream_key(log), meta_key(log), lease_key],
+                                     args=[last_sid, last_hash, token]))
+
     def meta(self, log: str) -> dict[str, str]:
         with translated_errors():
             raw = self.client.hgetall(meta_key(log))
@@ -241,10 +295,15 @@ class AuditLog:
         with translated_errors():
             return sorted(m.decode() for m in self.client.smembers(LOGS_KEY))
 
-    def verify(self, log: str, *, batch: int = 2000) -> Verdict:
-        """Walk the chain oldest first; name the first event that breaks it."""
-        meta = self.meta(log)
-        expected = meta.get("floor", GENESIS)
+    def verify(self, log: str, *, batch: int = 2000, start: str | None = None,
+               meta: dict[str, str] | None = None) -> Verdict:
+        """Walk the chain oldest first; name the first event that breaks it.
+
+        ``start``: the hash the first entry must link to (where the archive's walk ended);
+        by default the recorded floor. ``meta``: the log's meta as read by the caller.
+        """
+        meta = self.meta(log) if meta is None else meta
+        expected = meta.get("floor", GENESIS) if start is None else start
         count = 0
         last: dict[str, Any] | None = None
         key, lower = stream_key(log), "-"
@@ -272,7 +331,7 @@ class AuditLog:
             return Verdict(False, count, "the log's head does not match its last event "
                            "(events after it were deleted, or events appended outside the log)",
                            where.get("id"), where.get("sid"))
-        total = int(meta.get("count", 0)) - int(meta.get("trimmed", 0))
+        total = int(meta.get("count", 0)) - int(meta.get("trimmed", 0)) - int(meta.get("archived", 0))
         if total != count:
             return Verdict(False, count, f"the log recorded {total} events but holds {count}")
         return Verdict(True, count)

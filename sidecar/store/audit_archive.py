@@ -1,0 +1,374 @@
+"""The audit archive in PostgreSQL: events moved out of the Redis streams, one table partitioned by month.
+
+Layout (created on first use; partitions on demand, under an advisory lock)::
+
+    sidecar_audit_events          PARTITIONED BY RANGE (pos_ms), one partition per calendar month (UTC)
+        log, pos_ms, pos_seq      the event's log and its position there: the Redis stream id
+                                  ``<pos_ms>-<pos_seq>`` it had, which is also the API's cursor
+        id, time, location,       copies of the event's fields the Security section filters on
+        employee, category, action
+        body                      the canonical JSON exactly as hashed (bytea: the bytes must not change)
+        prev_hash, hash           the chain links, as in Redis
+        PRIMARY KEY (log, pos_ms, pos_seq); INDEX (log, employee, pos_ms, pos_seq)
+    sidecar_audit_floors          per log: the hash of the last event retention dropped, and how many
+
+An event's position is its identity in a log: the Redis id sets admit each event id once, so an
+event id and its stream id name the same entry, and the position (which holds the partition key,
+as PostgreSQL requires of a partitioned table's key) is the primary key. Inserts are ``ON
+CONFLICT DO NOTHING``: moving a batch twice (a crash between the commit here and the delete in
+Redis) stores it once.
+
+Retention drops whole partitions past the cutoff, first recording per log the hash of the last
+event dropped (the floor the verifier starts from) and the count. PostgreSQL errors surface as
+``ArchiveUnavailable`` (503 ``archive_unavailable``).
+
+Imports: psycopg, orjson, ``sidecar.errors``, ``sidecar.store.audit_log`` (the hash link).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import psycopg
+
+from sidecar.errors import ArchiveUnavailable
+from sidecar.store.audit_log import GENESIS, Verdict, link
+
+TABLE = "sidecar_audit_events"
+FLOORS = "sidecar_audit_floors"
+_LOCK_KEY = 0x5AD17A2C  # pg_advisory_xact_lock: schema and partition changes, one process at a time
+_MAX_IDLE = 4  # connections kept open per store
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    log text NOT NULL,
+    pos_ms bigint NOT NULL,
+    pos_seq bigint NOT NULL,
+    id text NOT NULL,
+    time text NOT NULL,
+    location text,
+    employee text,
+    category text NOT NULL,
+    action text NOT NULL,
+    body bytea NOT NULL,
+    prev_hash text NOT NULL,
+    hash text NOT NULL,
+    PRIMARY KEY (log, pos_ms, pos_seq)
+) PARTITION BY RANGE (pos_ms);
+CREATE INDEX IF NOT EXISTS {TABLE}_employee ON {TABLE} (log, employee, pos_ms, pos_seq);
+CREATE TABLE IF NOT EXISTS {FLOORS} (
+    log text PRIMARY KEY,
+    floor text NOT NULL,
+    dropped bigint NOT NULL
+);
+"""
+_COLUMNS = "log, pos_ms, pos_seq, id, time, location, employee, category, action, body, prev_hash, hash"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One event as it sits in a log: its position, the hashed body and its links."""
+
+    log: str
+    pos_ms: int
+    pos_seq: int
+    body: bytes
+    prev_hash: str
+    hash: str
+
+    @property
+    def sid(self) -> str:
+        return f"{self.pos_ms}-{self.pos_seq}"
+
+
+def parse_sid(sid: str) -> tuple[int, int]:
+    ms, _, seq = sid.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def month_of(pos_ms: int) -> tuple[int, int]:
+    moment = datetime.fromtimestamp(pos_ms / 1000, UTC)
+    return moment.year, moment.month
+
+
+def month_bounds(year: int, month: int) -> tuple[int, int]:
+    start = datetime(year, month, 1, tzinfo=UTC)
+    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+
+
+def partition_name(year: int, month: int) -> str:
+    return f"{TABLE}_p{year:04d}{month:02d}"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the Security section asks for, pushed down to SQL (the same meaning as audit's Query)."""
+
+    category: str | None = None
+    employee: str | None = None
+    action: str | None = None
+    location: str | None = None
+    since: str | None = None  # RFC 3339 UTC in the events' own format: compared as text, like in Redis
+    until: str | None = None
+    oldest_ms: int | None = None  # positions below this are not examined (``since`` minus the skew margin)
+
+
+class ArchiveStore:
+    """The archive of one PostgreSQL database. Thread-safe; connections are opened on demand."""
+
+    def __init__(self, url: str, *, connect_timeout_s: int = 3, statement_timeout_ms: int = 30_000) -> None:
+        self.url = url
+        self._connect_timeout_s = connect_timeout_s
+        self._statement_timeout_ms = statement_timeout_ms
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+        self._schema_ready = False
+
+    # -- connections --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection in a transaction committed on success, rolled back (and dropped) on error."""
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        try:
+            if conn is None or conn.closed:
+                conn = psycopg.connect(self.url, connect_timeout=self._connect_timeout_s,
+                                       application_name="sidecar-audit-archive", autocommit=True,
+                                       options=f"-c statement_timeout={self._statement_timeout_ms}")
+            with conn.transaction():
+                yield conn
+        except psycopg.Error as exc:
+            if conn is not None:
+                conn.close()
+            raise ArchiveUnavailable("the audit archive (PostgreSQL) is unreachable") from exc
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        with self._lock:
+            if len(self._idle) < _MAX_IDLE:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def ping(self) -> None:
+        """Raise ArchiveUnavailable unless PostgreSQL answers."""
+        with self._connection() as conn:
+            conn.execute("SELECT 1")
+
+    def ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        with self._connection() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+            conn.execute(_SCHEMA)
+        self._schema_ready = True
+
+    # -- writing --------------------------------------------------------------------------------
+    def insert(self, entries: Sequence[Entry]) -> int:
+        """Store the entries in one transaction, skipping positions already held; how many were new."""
+        if not entries:
+            return 0
+        self.ensure_schema()
+        columns: list[list[Any]] = [[] for _ in range(12)]
+        months: set[tuple[int, int]] = set()
+        for entry in entries:
+            event = orjson.loads(entry.body)
+            months.add(month_of(entry.pos_ms))
+            for column, value in zip(columns, (
+                    entry.log, entry.pos_ms, entry.pos_seq, str(event.get("id")), str(event.get("time", "")),
+                    event.get("location"), event.get("employee"), str(event.get("category", "")),
+                    str(event.get("action", "")), entry.body, entry.prev_hash, entry.hash), strict=True):
+                column.append(value)
+        with self._connection() as conn:
+            self._ensure_partitions(conn, months)
+            cursor = conn.execute(
+                f"INSERT INTO {TABLE} ({_COLUMNS}) SELECT * FROM unnest("  # noqa: S608 (constant names)
+                "%s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], "
+                "%s::text[], %s::text[], %s::bytea[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+                columns)
+            return cursor.rowcount
+
+    def _ensure_partitions(self, conn: psycopg.Connection[Any], months: set[tuple[int, int]]) -> None:
+        existing = set(self._partitions(conn))
+        missing = sorted(m for m in months if partition_name(*m) not in existing)
+        if not missing:
+            return
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))  # two creators never race
+        for year, month in missing:
+            low, high = month_bounds(year, month)
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {partition_name(year, month)} PARTITION OF {TABLE} "
+                         f"FOR VALUES FROM ({low}) TO ({high})")
+
+    @staticmethod
+    def _partitions(conn: psycopg.Connection[Any]) -> list[str]:
+        rows = conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s ORDER BY c.relname", (TABLE,)).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def partitions(self) -> list[str]:
+        self.ensure_schema()
+        with self._connection() as conn:
+            return self._partitions(conn)
+
+    def drop_before(self, cutoff_ms: int) -> list[str]:
+        """Drop every partition whose whole month ends at or before ``cutoff_ms``, oldest first.
+
+        Before a partition goes, each of its logs' floor becomes the hash of its last event there
+        (and ``dropped`` grows by its count), so the verifier starts after it: retention is not
+        mistaken for a deletion.
+        """
+        self.ensure_schema()
+        dropped: list[str] = []
+        with self._connection() as conn:
+            names = self._partitions(conn)
+        for name in names:
+            year, month = int(name[-6:-2]), int(name[-2:])
+            if month_bounds(year, month)[1] > cutoff_ms:
+                break
+            with self._connection() as conn:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                if name not in self._partitions(conn):
+                    continue  # another process dropped it meanwhile
+                conn.execute(
+                    f"INSERT INTO {FLOORS} (log, floor, dropped) "  # noqa: S608 (constant names)
+                    f"SELECT DISTINCT ON (log) log, hash, count(*) OVER (PARTITION BY log) FROM {name} "
+                    "ORDER BY log, pos_ms DESC, pos_seq DESC "
+                    "ON CONFLICT (log) DO UPDATE SET floor = EXCLUDED.floor, "
+                    f"dropped = {FLOORS}.dropped + EXCLUDED.dropped")
+                conn.execute(f"DROP TABLE {name}")
+            dropped.append(name)
+        return dropped
+
+    # -- reading --------------------------------------------------------------------------------
+    def newest_first(self, log: str, *, before: str | None = None, filters: Filters | None = None,
+                     batch: int = 500, first_batch: int | None = None) -> Iterator[dict[str, Any]]:
+        """Matching events of ``log`` newest first, strictly below position ``before``.
+
+        Each event carries ``prev_hash``, ``hash`` and its position as ``_sid`` (the cursor), as
+        :meth:`AuditLog.newest_first` does. Reads ``batch`` rows per query (``first_batch`` for
+        the first, e.g. one page), keyset-paged, so an export never holds a long transaction.
+        """
+        self.ensure_schema()
+        where: list[str] = ["log = %s"]
+        params: list[Any] = [log]
+        f = filters or Filters()
+        for column, value in (("category", f.category), ("employee", f.employee), ("action", f.action),
+                              ("location", f.location)):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        if f.since is not None:
+            where.append("time >= %s")
+            params.append(f.since)
+        if f.until is not None:
+            where.append("time <= %s")
+            params.append(f.until)
+        if f.oldest_ms is not None:
+            where.append("pos_ms >= %s")
+            params.append(f.oldest_ms)
+        position = parse_sid(before) if before else None
+        size = first_batch or batch
+        while True:
+            clause = " AND ".join(where)
+            args: list[Any] = list(params)
+            if position is not None:
+                clause += " AND (pos_ms, pos_seq) < (%s, %s)"
+                args += position
+            with self._connection() as conn:
+                rows = conn.execute(
+                    f"SELECT pos_ms, pos_seq, body, prev_hash, hash FROM {TABLE} WHERE {clause} "  # noqa: S608
+                    "ORDER BY pos_ms DESC, pos_seq DESC LIMIT %s", [*args, size]).fetchall()
+            for pos_ms, pos_seq, body, prev_hash, digest in rows:
+                event: dict[str, Any] = orjson.loads(body)
+                event["prev_hash"], event["hash"], event["_sid"] = prev_hash, digest, f"{pos_ms}-{pos_seq}"
+                yield event
+            if len(rows) < size:
+                return
+            position = (rows[-1][0], rows[-1][1])
+            size = batch
+
+    def oldest_first(self, log: str, *, upto: str | None, batch: int = 5000) -> Iterator[Entry]:
+        """Every entry of ``log`` at or below position ``upto`` (all if None), oldest first."""
+        self.ensure_schema()
+        limit = parse_sid(upto) if upto else None
+        position: tuple[int, int] = (-1, -1)
+        while True:
+            clause, args = "log = %s AND (pos_ms, pos_seq) > (%s, %s)", [log, *position]
+            if limit is not None:
+                clause += " AND (pos_ms, pos_seq) <= (%s, %s)"
+                args += limit
+            with self._connection() as conn:
+                rows = conn.execute(
+                    f"SELECT pos_ms, pos_seq, body, prev_hash, hash FROM {TABLE} WHERE {clause} "  # noqa: S608
+                    "ORDER BY pos_ms, pos_seq LIMIT %s", [*args, batch]).fetchall()
+            for pos_ms, pos_seq, body, prev_hash, digest in rows:
+                yield Entry(log, pos_ms, pos_seq, bytes(body), prev_hash, digest)
+            if len(rows) < batch:
+                return
+            position = (rows[-1][0], rows[-1][1])
+
+    def floor(self, log: str) -> tuple[str, int]:
+        """The hash retention left as this log's starting point (genesis if none) and how many it dropped."""
+        self.ensure_schema()
+        with self._connection() as conn:
+            row = conn.execute(f"SELECT floor, dropped FROM {FLOORS} WHERE log = %s", (log,)).fetchone()  # noqa: S608
+        return (str(row[0]), int(row[1])) if row else (GENESIS, 0)
+
+    def count(self, log: str) -> int:
+        self.ensure_schema()
+        with self._connection() as conn:
+            row = conn.execute(f"SELECT count(*) FROM {TABLE} WHERE log = %s", (log,)).fetchone()  # noqa: S608
+        return int(row[0]) if row else 0
+
+    def verify(self, log: str, *, upto: str | None) -> tuple[Verdict, str]:
+        """Walk ``log``'s archived chain oldest first, from its floor, up to position ``upto``.
+
+        Returns the verdict and the hash the walk ended on (the link the hot log must start from).
+        """
+        expected, _ = self.floor(log)
+        count = 0
+        for entry in self.oldest_first(log, upto=upto):
+            event_id = _event_id(entry.body)
+            if entry.prev_hash != expected:
+                return Verdict(False, count, "prev_hash does not match the previous event's hash (an event "
+                               "before it was edited, deleted, inserted or moved) [archive]",
+                               event_id, entry.sid), expected
+            if link(entry.prev_hash, entry.body) != entry.hash:
+                return Verdict(False, count, "hash does not match the event's content (edited) [archive]",
+                               event_id, entry.sid), expected
+            expected, count = entry.hash, count + 1
+        return Verdict(True, count), expected
+
+    def size(self) -> dict[str, int]:
+        """Rows and bytes (table, indexes) across every partition: what the benchmark reports."""
+        self.ensure_schema()
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT coalesce(sum(pg_table_size(i.inhrelid)), 0), coalesce(sum(pg_indexes_size(i.inhrelid)), 0) "
+                "FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s", (TABLE,)).fetchone()
+            rows = conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()  # noqa: S608
+        assert row is not None and rows is not None
+        return {"rows": int(rows[0]), "table_bytes": int(row[0]), "index_bytes": int(row[1])}
+
+
+def _event_id(body: bytes) -> str | None:
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return value.get("id") if isinstance(value, dict) else None
