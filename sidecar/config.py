@@ -35,6 +35,8 @@ class Settings:
     max_tenants: int = 20_000
     billing_rule: str = "announced"  # announced | writes
     audit_retention_days: int = 400
+    audit_database_url: str | None = field(default=None, repr=False)  # the PostgreSQL archive; may carry a password
+    audit_hot_s: int = 7 * 86400  # events older than this move to the archive
     policy_poll_s: float = 2.0
 
     @property
@@ -83,6 +85,9 @@ class Settings:
         if not prefix.startswith("/"):
             raise ConfigError(f"SIDECAR_FORWARD_AUTH_PREFIX={prefix!r} must start with /")
         tokens = text("SIDECAR_TOKENS_FILE")
+        audit_database_url = text("SIDECAR_AUDIT_DATABASE_URL")
+        if audit_database_url and not audit_database_url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("SIDECAR_AUDIT_DATABASE_URL must start with postgresql:// or postgres://")
         return cls(
             redis_url=redis_url,
             data_dir=Path(text("SIDECAR_DATA_DIR") or "./var"),
@@ -101,5 +106,7 @@ class Settings:
             max_tenants=int(number("SIDECAR_MAX_TENANTS", 20_000, minimum=1, integer=True)),
             billing_rule=choice("SIDECAR_BILLING_RULE", "announced", ("announced", "writes")),
             audit_retention_days=int(number("SIDECAR_AUDIT_RETENTION_DAYS", 400, minimum=1, integer=True)),
+            audit_database_url=audit_database_url,
+            audit_hot_s=int(number("SIDECAR_AUDIT_HOT_S", 7 * 86400, minimum=0, integer=True)),
             policy_poll_s=number("SIDECAR_POLICY_POLL_S", 2.0, minimum=0.1),
         )

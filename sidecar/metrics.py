@@ -30,6 +30,10 @@ MFA_EVENTS = Counter("sidecar_mfa_events_total", "Two-step authentication events
 AUDIT_EVENTS = Counter("sidecar_audit_events_total",
                        "Audit events by result: written (to Redis), spooled, replayed, duplicate, failed", ["result"])
 TENANTS_LOADED = Gauge("sidecar_tenants_loaded", "Tenants held in memory", multiprocess_mode="livesum")
+AUDIT_ARCHIVED = Counter("sidecar_audit_archived_total", "Audit events moved from Redis to the PostgreSQL archive")
+AUDIT_ARCHIVE_UP = Gauge("sidecar_audit_archive_up",
+                         "1 when the audit archive (PostgreSQL) answered this process's last check, else 0",
+                         multiprocess_mode="min")
 SEAT_CHANGES = Counter("sidecar_seat_changes_total", "Changes of paid status recorded in the seat history")
 
 

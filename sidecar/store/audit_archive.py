@@ -173,8 +173,12 @@ class ArchiveStore:
         if self._schema_ready:
             return
         with self._connection() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            conn.execute(_SCHEMA)
+            # Look first: DDL, even IF NOT EXISTS, takes locks that wait behind running inserts.
+            row = conn.execute("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
+                               (f"{TABLE}_employee", FLOORS)).fetchone()
+            if not (row and row[0]):
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                conn.execute(_SCHEMA)
         self._schema_ready = True
 
     # -- writing --------------------------------------------------------------------------------
