@@ -41,7 +41,8 @@ def chain(redis_client: redis.Redis, n: int = 40, *, days_old: int = 20, log: st
     return write_chain(redis_client, log, [start + i * step for i in range(n)])
 
 
-def all_events(audit_log, archive, log="c:c1", filters=Filters(), matches=lambda e: True, before=None):
+def all_events(audit_log, archive, log="c:c1", filters=None, matches=lambda e: True, before=None):
+    filters = filters or Filters()
     return list(newest_first(audit_log, archive, log, before=before, oldest_ms=filters.oldest_ms, filters=filters,
                              matches=matches, scan_budget=None))
 
@@ -104,7 +105,7 @@ def test_a_batch_committed_but_not_yet_deleted_is_shown_and_stored_once(audit_lo
     assert verify(audit_log, archive, "c:c1").intact
     archiver(audit_log, archive, batch=3).run_once()
     with psycopg.connect(archive.url) as conn:
-        ids = [r[0] for r in conn.execute(f"SELECT id FROM {TABLE} ORDER BY pos_ms, pos_seq").fetchall()]
+        ids = [r[0] for r in conn.execute("SELECT id FROM sidecar_audit_events ORDER BY pos_ms, pos_seq").fetchall()]
     assert len(ids) == len(set(ids)) == archive.count("c:c1")
     assert [e["id"] for e in all_events(audit_log, archive)] == [e["id"] for e in reversed(events)]
     assert verify(audit_log, archive, "c:c1").intact
@@ -226,9 +227,10 @@ def test_a_mover_killed_mid_batch_loses_and_duplicates_nothing(audit_log, archiv
         pos_ms, pos_seq = parse_sid(third["_sid"])
         archive.insert([Entry("c:c1", pos_ms, pos_seq, b'{"id":"x"}', "p", "h")])
         with psycopg.connect(archive.url, autocommit=True) as conn:
-            conn.execute(f"DELETE FROM {TABLE}")
-        blocker.execute(f"INSERT INTO {TABLE} (log, pos_ms, pos_seq, id, time, category, action, body, prev_hash, "
-                        "hash) VALUES ('c:c1', %s, %s, 'x', '', '', '', '', '', '')", (pos_ms, pos_seq))
+            conn.execute("DELETE FROM sidecar_audit_events")
+        blocker.execute("INSERT INTO sidecar_audit_events (log, pos_ms, pos_seq, id, time, category, action, "
+                        "body, prev_hash, hash) VALUES ('c:c1', %s, %s, 'x', '', '', '', '', '', '')",
+                        (pos_ms, pos_seq))
     mover = subprocess.Popen([sys.executable, "-c", _MOVER, redis_url, archive.url],
                              cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE)
     try:

@@ -4,7 +4,7 @@
 each), so a holder that stalled past its lease never extends or drops someone else's. Used by
 the audit archiver: whichever replica holds ``sc:audit:archiver`` moves events, the others wait.
 
-Imports: redis, ``sidecar.store.directory.translated_errors``.
+Imports: redis, ``sidecar.store.connection.translated_errors``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import uuid
 
 import redis
 
-from sidecar.store.directory import translated_errors
+from sidecar.store.connection import translated_errors
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
