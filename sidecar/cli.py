@@ -16,6 +16,7 @@ from sidecar.config import ConfigError, Settings
 from sidecar.errors import SidecarError
 from sidecar.policy.bundle import load_bundle
 from sidecar.policy.files import PolicyFileError
+from sidecar.policy.seats import Seats
 from sidecar.tokens import SCOPES, TokenFile
 
 
@@ -178,7 +179,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _seats(args: argparse.Namespace, settings: Settings) -> int:
-    from sidecar.policy.seats import Scope, count_seats, render_table
+    from sidecar.policy.seats import Scope, count_seats
     from sidecar.policy.tenant import Tenant
     from sidecar.store.connection import connect, resolve_redis
     from sidecar.store.directory import DirectoryStore
@@ -197,3 +198,15 @@ def _seats(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     print(render_table(count_seats(engine, scope, args.rule or settings.billing_rule), explain=args.explain))
     return 0
+
+
+def render_table(seats: Seats, *, explain: bool = False) -> str:
+    """A readable table of a scope's seats (``sidecar seats``)."""
+    rows = [("employee", "seat", *(("reasons",) if explain else ()))]
+    rows += [(s.employee, "paid" if s.paid else "free", *((", ".join(s.reasons),) if explain else ()))
+             for s in seats.seats]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.append(f"{seats.scope.kind} {seats.scope.id}: {seats.paid_seats} paid, {seats.free_seats} free "
+                 f"(rule {seats.rule}, revision {seats.revision})")
+    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Forward-auth routes: loading policies/routes.yaml, matching, precedence (forward_auth.routes)."""
+"""Forward-auth routes: loading policies/routes.yaml, matching, precedence (policy.routes)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from sidecar.forward_auth.paths import normalize_path
-from sidecar.forward_auth.routes import RouteTable, load_routes
 from sidecar.policy.files import PolicyFileError
+from sidecar.policy.routes import RouteTable, load_routes
 
 POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
 

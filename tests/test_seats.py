@@ -8,11 +8,14 @@ from typing import Any
 
 import pytest
 
+from sidecar.api.billing import parse_changes
+from sidecar.cli import render_table
 from sidecar.errors import BadRequest, InvalidId, NotFound, UnknownRight, UnknownRole
 from sidecar.policy.bundle import load_bundle
 from sidecar.policy.directory import Employee
 from sidecar.policy.engine import TenantEngine
-from sidecar.policy.seats import Scope, SeatCounter, count_seats, preview, render_table
+from sidecar.policy.seat_preview import preview
+from sidecar.policy.seats import Scope, SeatCounter, count_seats
 from sidecar.policy.suites import build_directories
 
 BUNDLE = load_bundle(Path(__file__).resolve().parent.parent / "policies")
@@ -275,10 +278,10 @@ def nobody(_: str) -> Employee | None:
 
 def test_preview_changes_nothing_and_reports_who_changes() -> None:
     before_directory = WORKED.directory.copy()
-    before, after, changed = preview(WORKED, CHAIN, "announced", [
+    before, after, changed = preview(WORKED, CHAIN, "announced", parse_changes([
         {"employee": "mkt", "location": "l-1", "membership": {"roles": ["marketer"], "allow": ["payment:refund"]}},
         {"employee": "cc", "chain": "ch-1", "membership": None},
-    ], nobody)
+    ]), nobody)
     assert (before.paid_seats, after.paid_seats) == (4, 4)
     assert [(c.employee, c.paid_before, c.paid_after) for c in changed] == [("cc", True, False), ("mkt", False, True)]
     assert WORKED.directory == before_directory
@@ -287,7 +290,8 @@ def test_preview_changes_nothing_and_reports_who_changes() -> None:
 def test_preview_of_a_second_owner_removes_the_exemption() -> None:
     engine = directory(owner=None, chain_members=[BOSS])
     _, after, changed = preview(engine, CHAIN, "announced",
-                                [{"employee": "boss2", "chain": "ch-1", "membership": {"roles": ["owner"]}}],
+                                parse_changes([{"employee": "boss2", "chain": "ch-1",
+                                                "membership": {"roles": ["owner"]}}]),
                                 lambda e: Employee(e))
     assert [(c.employee, c.paid_before, c.paid_after) for c in changed] == [("boss", False, True),
                                                                             ("boss2", False, True)]
@@ -312,4 +316,4 @@ def test_preview_of_a_second_owner_removes_the_exemption() -> None:
 ])
 def test_preview_validates_changes_like_the_directory(changes: Any, error: type[Exception]) -> None:
     with pytest.raises(error):
-        preview(WORKED, CHAIN, "announced", changes, nobody)
+        preview(WORKED, CHAIN, "announced", parse_changes(changes), nobody)

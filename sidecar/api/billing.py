@@ -15,6 +15,7 @@ A history read first brings its scope's record up to the current revision for th
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,9 +26,10 @@ from sidecar import metrics
 from sidecar.api.auth import require_scope
 from sidecar.api.io import json_body, reply
 from sidecar.errors import BadRequest, NotFound, SidecarError
-from sidecar.policy.directory import check_id
+from sidecar.policy.directory import Membership, check_id
 from sidecar.policy.engine import TenantEngine
-from sidecar.policy.seats import Scope, SeatCounter, check_rule, count_seats, preview
+from sidecar.policy.seat_preview import MAX_CHANGES, MembershipChange, preview
+from sidecar.policy.seats import Scope, SeatCounter, check_rule, count_seats
 from sidecar.policy.tenant import NO_TENANT, Tenant
 from sidecar.runtime import Runtime, WriteRecord, current_runtime
 from sidecar.store.replica import parse_revision
@@ -77,6 +79,34 @@ def _scope(values: Any) -> Scope:
         raise BadRequest("name exactly one of chain or location", fields=["chain", "location"])
     return Scope("chain", check_id(chain, "chain")) if chain is not None else \
         Scope("location", check_id(location, "location"))
+
+
+def parse_changes(changes: object) -> list[MembershipChange]:
+    """The preview's ``changes``: a list of ``{"employee", "location" | "chain", "membership"}``,
+    ``membership`` being a PUT membership body, or null to remove it."""
+    if not isinstance(changes, list) or not changes:
+        raise BadRequest("changes must be a non-empty list", field="changes")
+    if len(changes) > MAX_CHANGES:
+        raise BadRequest(f"at most {MAX_CHANGES} changes", field="changes")
+    parsed = []
+    for change in changes:
+        if not isinstance(change, Mapping):
+            raise BadRequest("each change must be an object {employee, location | chain, membership}",
+                             field="changes")
+        extra = sorted(set(change) - {"employee", "location", "chain", "membership"})
+        if extra:
+            raise BadRequest(f"unexpected fields {extra}", fields=extra)
+        employee = check_id(change.get("employee"), "employee")
+        if ("location" in change) == ("chain" in change):
+            raise BadRequest("each change names exactly one of location or chain", field="changes")
+        chain_wide = "chain" in change
+        where = check_id(change["chain"] if chain_wide else change["location"], "chain" if chain_wide else "location")
+        body = change.get("membership")
+        if body is not None and not isinstance(body, Mapping):
+            raise BadRequest("membership must be an object or null", field="membership")
+        membership = None if body is None else Membership.from_json(body, chain_wide=chain_wide)
+        parsed.append(MembershipChange(employee, where, chain_wide, membership))
+    return parsed
 
 
 def _rule(runtime: Runtime) -> str:
@@ -134,7 +164,7 @@ def seats_preview() -> Any:
         raise BadRequest(f"unexpected fields {extra}", fields=extra)
     scope = _scope(body)
     rule = _rule(runtime)
-    before, after, changed = preview(_engine(runtime, scope), scope, rule, body.get("changes"),
+    before, after, changed = preview(_engine(runtime, scope), scope, rule, parse_changes(body.get("changes")),
                                      runtime.directory.employee)
     return reply({"scope": scope.to_json(), "rule": rule, "revision": before.revision,
                   "paid_seats_before": before.paid_seats, "paid_seats_after": after.paid_seats,

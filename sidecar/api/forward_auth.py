@@ -48,7 +48,7 @@ from werkzeug.routing import PathConverter
 from sidecar.api.io import reply
 from sidecar.forward_auth.jwt_auth import InvalidToken, JwtVerifier, load_verifier
 from sidecar.forward_auth.query import build_query
-from sidecar.forward_auth.routes import RouteTable
+from sidecar.policy.routes import RouteTable
 from sidecar.runtime import CheckRecord, Runtime, current_runtime
 
 EXTENSION = "forward_auth"

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from sidecar.errors import Unavailable
 from sidecar.forward_auth.jwt_auth import Identity, JwtVerifier
 from sidecar.forward_auth.paths import DEFAULT_PREFIX, OriginalRequest, RequestRejected, original_request
-from sidecar.forward_auth.routes import RouteMatch, RouteTable
 from sidecar.policy.directory import is_valid_id
+from sidecar.policy.routes import RouteMatch, RouteTable
 
 LOCATION_HEADER = "x-location-id"
 

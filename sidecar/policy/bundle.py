@@ -10,10 +10,10 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from sidecar.forward_auth.routes import RouteTable, load_routes
 from sidecar.policy.catalogue import Catalogue, RoleTemplate, load_catalogue, load_role_templates
 from sidecar.policy.engine import validate_model
 from sidecar.policy.files import PolicyFileError
+from sidecar.policy.routes import RouteTable, load_routes
 
 POLICY_FILES = ("model.conf", "catalogue.yaml", "roles.yaml", "routes.yaml")
 

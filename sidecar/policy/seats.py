@@ -21,21 +21,18 @@ so it is an owner's assignment under another name. Two such holders and nobody d
 one is exempt, and both are paid.
 
 A chain counts each person once. A location counts everyone who is a member there, chain-wide
-members included. Preview helpers apply membership changes to a copy of a tenant's directory,
-validated as the directory store validates them (400 for bad ids, unknown rights and roles).
+members included. Previews of changes are :mod:`sidecar.policy.seat_preview`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from sidecar.errors import BadRequest, NotFound
-from sidecar.policy.bundle import PolicyBundle
-from sidecar.policy.directory import CHAIN_SCOPE, Employee, Membership, TenantDirectory, check_id
+from sidecar.policy.directory import CHAIN_SCOPE, TenantDirectory
 from sidecar.policy.engine import TenantEngine
-from sidecar.policy.rules import validate_membership
 
 RULES = ("announced", "writes")
 OWNER_ROLE = "owner"
@@ -206,100 +203,3 @@ class SeatCounter:
 
 def count_seats(engine: TenantEngine, scope: Scope, rule: str) -> Seats:
     return SeatCounter(engine, rule).count(scope)
-
-
-# -- previews --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SeatChange:
-    employee: str
-    paid_before: bool
-    paid_after: bool
-
-    def to_json(self) -> dict[str, Any]:
-        return {"employee": self.employee, "paid_before": self.paid_before, "paid_after": self.paid_after}
-
-
-def compare(before: Seats, after: Seats) -> list[SeatChange]:
-    """Employees whose paid status differs (someone absent from a side counts as free there)."""
-    was, now = before.paid, after.paid
-    return [SeatChange(e, e in was, e in now) for e in sorted(was ^ now)]
-
-
-def apply_changes(directory: TenantDirectory, bundle: PolicyBundle, changes: object,
-                  known_employee: Callable[[str], Employee | None]) -> tuple[TenantDirectory, set[str]]:
-    """A copy of ``directory`` with membership changes applied, and the employees they touch.
-
-    ``changes`` is the request's list of ``{"employee", "location" | "chain", "membership"}``;
-    ``membership`` is a PUT membership body, or null to remove it. ``known_employee`` looks up
-    an employee who is not yet a member of the tenant (None: 404, as the directory answers).
-    """
-    if not isinstance(changes, list) or not changes:
-        raise BadRequest("changes must be a non-empty list", field="changes")
-    if len(changes) > 1000:
-        raise BadRequest("at most 1000 changes", field="changes")
-    copy = directory.copy()
-    touched: set[str] = set()
-    for change in changes:
-        if not isinstance(change, Mapping):
-            raise BadRequest("each change must be an object {employee, location | chain, membership}",
-                             field="changes")
-        extra = sorted(set(change) - {"employee", "location", "chain", "membership"})
-        if extra:
-            raise BadRequest(f"unexpected fields {extra}", fields=extra)
-        employee = check_id(change.get("employee"), "employee")
-        if ("location" in change) == ("chain" in change):
-            raise BadRequest("each change names exactly one of location or chain", field="changes")
-        chain_wide = "chain" in change
-        where = check_id(change["chain"] if chain_wide else change["location"], "chain" if chain_wide else "location")
-        if chain_wide and (copy.chain is None or copy.chain.id != where or not copy.tenant.is_chain):
-            raise BadRequest(f"chain {where} is not the chain of this scope", field="chain")
-        if not chain_wide and where not in copy.locations:
-            raise BadRequest(f"location {where} is not in this scope's chain", field="location")
-        body = change.get("membership")
-        if body is not None and not isinstance(body, Mapping):
-            raise BadRequest("membership must be an object or null", field="membership")
-        membership = None if body is None else Membership.from_json(body, chain_wide=chain_wide)
-        table: dict[Any, Membership] = copy.chain_memberships if chain_wide else copy.memberships
-        key: Any = employee if chain_wide else (employee, where)
-        if membership is None:
-            if key not in table:
-                raise NotFound(f"employee {employee} has no membership at {where}", employee=employee)
-            del table[key]
-        else:
-            validate_membership(copy, membership, CHAIN_SCOPE if chain_wide else where, bundle)
-            if employee not in copy.employees:
-                person = known_employee(employee)
-                if person is None:
-                    raise NotFound(f"employee {employee} does not exist", employee=employee)
-                copy.employees[employee] = person
-            table[key] = membership
-        touched.add(employee)
-    return copy, touched
-
-
-def preview(engine: TenantEngine, scope: Scope, rule: str, changes: object,
-            known_employee: Callable[[str], Employee | None]) -> tuple[Seats, Seats, list[SeatChange]]:
-    """Seats before and after hypothetical membership changes; nothing is stored."""
-    before = count_seats(engine, scope, rule)
-    changed_directory, touched = apply_changes(engine.directory, engine.bundle, changes, known_employee)
-    # cached rights of the employees the changes do not touch stay valid in the copy's engine
-    hypothetical = TenantEngine(engine.bundle, changed_directory, reuse=engine, changed_employees=touched)
-    after = count_seats(hypothetical, scope, rule)
-    return before, after, compare(before, after)
-
-
-# -- for people ------------------------------------------------------------------------------
-def render_table(seats: Seats, *, explain: bool = False) -> str:
-    """A readable table of a scope's seats (``sidecar seats``)."""
-    rows = [("employee", "seat", *(("reasons",) if explain else ()))]
-    rows += [(s.employee, "paid" if s.paid else "free", *((", ".join(s.reasons),) if explain else ()))
-             for s in seats.seats]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    lines.append(f"{seats.scope.kind} {seats.scope.id}: {seats.paid_seats} paid, {seats.free_seats} free "
-                 f"(rule {seats.rule}, revision {seats.revision})")
-    return "\n".join(lines)
-
-
-__all__ = ["RULES", "Scope", "Seat", "SeatChange", "SeatCounter", "Seats", "apply_changes", "check_rule",
-           "compare", "count_seats", "preview", "render_table", "scopes_of"]

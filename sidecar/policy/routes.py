@@ -1,5 +1,7 @@
 """Forward-auth routes: ``policies/routes.yaml`` compiled into a table from (method, path) to a right.
 
+The file is policy data, loaded and validated with the rest of the bundle.
+
 Contract
 --------
 ``load_routes(file, known_rights) -> RouteTable`` reads::
