@@ -204,7 +204,9 @@ class Auditor:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.store = AuditLog(runtime.redis, runtime.settings.audit_retention_days)
+        self.store = AuditLog(runtime.redis, runtime.settings.audit_retention_days,
+                              min_replicas=runtime.settings.redis_min_replicas,
+                              wait_timeout_s=runtime.settings.redis_wait_timeout_s)
         self.spool = Spool(runtime.settings.data_dir / "audit-spool")
         self._lock = threading.Lock()
         self._replay_lock = threading.Lock()

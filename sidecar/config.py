@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote
 
 
 class ConfigError(ValueError):
@@ -38,6 +39,11 @@ class Settings:
     audit_database_url: str | None = field(default=None, repr=False)  # the PostgreSQL archive; may carry a password
     audit_hot_s: int = 7 * 86400  # events older than this move to the archive
     policy_poll_s: float = 2.0
+    redis_timeout_s: float = 0.5  # connect and read timeout of request-path Redis commands
+    redis_min_replicas: int = 0  # WAIT for this many replicas before a write is acknowledged
+    redis_wait_timeout_s: float = 1.0  # how long a write waits for them before answering 503
+    stale_max_s: float = 30.0  # /readyz stays 200 (degraded) this long into a Redis outage
+    bootstrap_token_file: Path | None = None  # the first token goes here (0600), never to a log
 
     @property
     def tokens_path(self) -> Path:
@@ -70,8 +76,9 @@ class Settings:
             return raw
 
         redis_url = text("SIDECAR_REDIS_URL")
-        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"SIDECAR_REDIS_URL={redis_url!r} must start with redis://, rediss:// or unix://")
+        if redis_url:
+            parse_redis_url(redis_url)
+
         smtp_url = text("SIDECAR_SMTP_URL")
         if smtp_url and not smtp_url.startswith(("smtp://", "smtps://")):
             raise ConfigError(f"SIDECAR_SMTP_URL={smtp_url!r} must start with smtp:// or smtps://")
@@ -109,4 +116,71 @@ class Settings:
             audit_database_url=audit_database_url,
             audit_hot_s=int(number("SIDECAR_AUDIT_HOT_S", 7 * 86400, minimum=0, integer=True)),
             policy_poll_s=number("SIDECAR_POLICY_POLL_S", 2.0, minimum=0.1),
+            redis_timeout_s=number("SIDECAR_REDIS_TIMEOUT_S", 0.5, minimum=0.01),
+            redis_min_replicas=int(number("SIDECAR_REDIS_MIN_REPLICAS", 0, minimum=0, integer=True)),
+            redis_wait_timeout_s=number("SIDECAR_REDIS_WAIT_TIMEOUT_S", 1.0, minimum=0.01),
+            stale_max_s=number("SIDECAR_STALE_MAX_S", 30.0, minimum=0),
+            bootstrap_token_file=Path(bootstrap) if (bootstrap := text("SIDECAR_BOOTSTRAP_TOKEN_FILE")) else None,
         )
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")
+CLUSTER_REFUSED = ("Redis Cluster is not supported: the directory is small and one write changes several keys "
+                   "in one script, which a cluster would split across slots; use Redis Sentinel for high "
+                   "availability (redis+sentinel://host:port,host:port/service)")
+# Query parameters a SIDECAR_REDIS_URL may carry: the database and the TLS files (rediss).
+URL_PARAMETERS = ("db", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname")
+_FILE_PARAMETERS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """A parsed SIDECAR_REDIS_URL. ``sentinels`` is set for redis+sentinel:// URLs."""
+
+    url: str = field(repr=False)  # may carry a password
+    tls: bool
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service: str | None = None
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    options: dict[str, str] = field(default_factory=dict)  # the query parameters (TLS files)
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """Read a SIDECAR_REDIS_URL; a URL the sidecar cannot use raises ConfigError in one line."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if "cluster" in scheme:
+        raise ConfigError(f"SIDECAR_REDIS_URL: {CLUSTER_REFUSED}")
+    if not url.startswith(REDIS_SCHEMES):
+        raise ConfigError("SIDECAR_REDIS_URL must start with " + ", ".join(REDIS_SCHEMES))
+    rest = url.split("://", 1)[1]
+    rest, _, query = rest.partition("?")
+    options: dict[str, str] = {}
+    for pair in filter(None, query.split("&")):
+        name, _, value = pair.partition("=")
+        if name not in URL_PARAMETERS:
+            raise ConfigError(f"SIDECAR_REDIS_URL: unknown parameter {name!r} (known: {', '.join(URL_PARAMETERS)})")
+        options[name] = unquote(value)
+        if name in _FILE_PARAMETERS and not Path(options[name]).is_file():
+            raise ConfigError(f"SIDECAR_REDIS_URL: {name}={options[name]!r} is not a readable file")
+    if "db" in options and not options["db"].isdigit():
+        raise ConfigError("SIDECAR_REDIS_URL: db must be a number")
+    tls = scheme in ("rediss", "rediss+sentinel")
+    if not scheme.endswith("+sentinel"):
+        return RedisTarget(url=url, tls=tls, options=options)
+    userinfo, _, location = rest.rpartition("@")
+    hosts, _, path = location.partition("/")
+    service = path.strip("/")
+    if not service or "/" in service:
+        raise ConfigError("SIDECAR_REDIS_URL: a sentinel URL names its service: redis+sentinel://host:port,.../service")
+    sentinels = []
+    for host in hosts.split(","):
+        name, _, port = host.strip().rpartition(":")
+        if not name or not port.isdigit():
+            raise ConfigError(f"SIDECAR_REDIS_URL: sentinel address {host!r} is not host:port")
+        sentinels.append((name.strip("[]"), int(port)))
+    username, _, password = userinfo.partition(":")
+    return RedisTarget(url=url, tls=tls, sentinels=tuple(sentinels), service=unquote(service),
+                       db=int(options.pop("db", "0")), username=unquote(username) or None,
+                       password=unquote(password) or None, options=options)

@@ -34,6 +34,7 @@ AUDIT_ARCHIVED = Counter("sidecar_audit_archived_total", "Audit events moved fro
 AUDIT_ARCHIVE_UP = Gauge("sidecar_audit_archive_up",
                          "1 when the audit archive (PostgreSQL) answered this process's last check, else 0",
                          multiprocess_mode="min")
+REDIS_OUTAGES = Counter("sidecar_redis_outages_total", "Redis outages seen by a worker (the circuit opened)")
 SEAT_CHANGES = Counter("sidecar_seat_changes_total", "Changes of paid status recorded in the seat history")
 
 

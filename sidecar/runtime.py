@@ -26,6 +26,7 @@ from sidecar.policy.decisions import Decision, decide
 from sidecar.policy.files import PolicyFileError
 from sidecar.store.connection import connect
 from sidecar.store.directory import DirectoryStore
+from sidecar.store.health import RedisHealth, RedisWatch, readiness
 from sidecar.store.replica import Replica
 from sidecar.tokens import TokenFile
 
@@ -64,8 +65,14 @@ class Runtime:
         self.redis_url = redis_url
         self.bundle: PolicyBundle = load_bundle(settings.policy_dir)  # a broken policy fails the start
         self.policy_error: str | None = None
-        self.redis: redis.Redis = connect(redis_url)
-        self.directory = DirectoryStore(self.redis, lambda: self.bundle)
+        # One breaker per worker: a hung or lost Redis costs this worker one timeout, then writes
+        # fail fast (503) and decisions come from memory until the probe sees Redis again.
+        self.redis_health = RedisHealth()
+        self.redis: redis.Redis = connect(redis_url, timeout_s=settings.redis_timeout_s, health=self.redis_health)
+        self.redis_watch = RedisWatch(self.redis_health, connect(redis_url, timeout_s=settings.redis_timeout_s),
+                                      on_recovery=[self.redis])
+        self.directory = DirectoryStore(self.redis, lambda: self.bundle, min_replicas=settings.redis_min_replicas,
+                                        wait_timeout_s=settings.redis_wait_timeout_s)
         self.replica = Replica(self.directory, lambda: self.bundle, redis_url, max_tenants=settings.max_tenants)
         self.tokens = TokenFile(settings.tokens_path)
         self._policy_checked = time.monotonic()
@@ -80,10 +87,13 @@ class Runtime:
         """Start background work (the change-log follower). Idempotent."""
         if not self._started:
             self._started = True
+            self.redis_watch.probe_once()  # know at once whether this worker starts in an outage
+            self.redis_watch.start()
             self.replica.start()
 
     def stop(self) -> None:
         self.replica.stop()
+        self.redis_watch.stop()
         self.redis.close()
 
     # -- policies ---------------------------------------------------------------------------
@@ -128,13 +138,19 @@ class Runtime:
         for listener in self.after_write:
             listener(record)
 
-    def ready(self) -> dict[str, Any]:
-        try:
-            redis_ok = bool(self.redis.ping())
-        except (redis.RedisError, OSError):
-            redis_ok = False
-        return {"redis": redis_ok, "policies": "loaded", "policy_reload_error": self.policy_error,
-                "replica": self.replica.snapshot()}
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Can this worker answer checks? ``(ready, body)`` for ``/readyz``.
+
+        Ready while Redis answers; still ready but ``degraded`` while it has been unreachable for
+        less than ``stale_max_s`` and this worker holds a directory it loaded before (decisions
+        come from memory); not ready after that, or when it never reached Redis (a worker started
+        during an outage has nothing to decide from).
+        """
+        state = readiness(self.redis_health, self.settings.stale_max_s)
+        return state.ready, {"status": state.status, "reason": state.reason, "redis": state.redis_up,
+                             "redis_unreachable_s": state.unreachable_s, "redis_error": state.cause,
+                             "policies": "loaded", "policy_reload_error": self.policy_error,
+                             "replica": self.replica.snapshot()}
 
 
 def settle_heap() -> None:

@@ -23,9 +23,8 @@ def livez() -> Any:
 
 @bp.get("/readyz")
 def readyz() -> Any:
-    state = current_runtime().ready()
-    ready = state["redis"]
-    return reply({"status": "ready" if ready else "unavailable", **state}, 200 if ready else 503)
+    ready, state = current_runtime().ready()
+    return reply(state, 200 if ready else 503)
 
 
 @bp.get("/metrics")

@@ -20,7 +20,7 @@ one log's events the same way in one ``EVALSHA`` (:meth:`AuditLog.append_many`, 
 shipper of :mod:`sidecar.audit` uses for its batches). Redis Lua has no SHA-256, which
 is why the link is SHA-1 (see docs/audit.md). Redis errors surface as ``StoreUnavailable``.
 
-Imports: redis, orjson and ``sidecar.store.connection.translated_errors``.
+Imports: redis, orjson, ``sidecar.store.connection.translated_errors`` and ``sidecar.store.replication``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import orjson
 import redis
 
 from sidecar.store.connection import translated_errors
+from sidecar.store.replication import acknowledged
 
 GENESIS = "0" * 40
 LOGS_KEY = "sc:audit:logs"
@@ -179,13 +180,15 @@ def _entry(stream_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
 
 class AuditLog:
     def __init__(self, client: redis.Redis, retention_days: int, *, archived: bool = False,
-                 hot_s: int = 7 * 86400) -> None:
+                 hot_s: int = 7 * 86400, min_replicas: int = 0, wait_timeout_s: float = 1.0) -> None:
         """``archived``: a PostgreSQL archive takes events after ``hot_s``; then Redis never trims
         (an event leaves only once archived) and keeps event ids for duplicate checks only while
         events are hot (plus two days), not for the whole retention period."""
         self.client = client
         self.retention_days = retention_days
         self.archived = archived
+        self._min_replicas = min_replicas  # an append is acknowledged once this many replicas hold it
+        self._wait_timeout_s = wait_timeout_s
         self._id_ttl_s = (hot_s // 86400 + 2) * 86400 if archived else (retention_days + 2) * 86400
         self._release = client.register_script(_RELEASE)
         self._append = client.register_script(_APPEND)
@@ -201,8 +204,8 @@ class AuditLog:
     def append(self, log: str, event: dict[str, Any]) -> Appended:
         """Append one event durably (idempotent by ``event["id"]``): one round trip."""
         keys, args = self._append_args(log, event)
-        with translated_errors():
-            reply = self._append(keys=keys, args=args)
+        with translated_errors(), acknowledged(self.client, self._min_replicas, self._wait_timeout_s) as client:
+            reply = self._append(keys=keys, args=args, client=client)
         return _appended(reply)
 
     def _run_args(self, log: str, events: list[dict[str, Any]]) -> tuple[list[str], list[Any]]:
@@ -226,12 +229,12 @@ class AuditLog:
                 runs.append((log, [event]))
         if not runs:
             return []
-        with translated_errors():
+        with translated_errors(), acknowledged(self.client, self._min_replicas, self._wait_timeout_s) as client:
             if len(runs) == 1:
                 keys, args = self._run_args(*runs[0])
-                replies = [self._append_run(keys=keys, args=args)]
+                replies = [self._append_run(keys=keys, args=args, client=client)]
             else:
-                with self.client.pipeline(transaction=False) as pipe:
+                with client.pipeline(transaction=False) as pipe:
                     for log, events in runs:
                         keys, args = self._run_args(log, events)
                         self._append_run(keys=keys, args=args, client=pipe)

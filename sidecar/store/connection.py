@@ -5,7 +5,7 @@ exceptions beside its transport): every store runs its commands inside
 :func:`translated_errors`, so nothing above ``store/`` ever sees a ``redis`` exception.
 Clients are created lazily so nothing is opened before gunicorn forks.
 
-Imports: redis, ``sidecar.config``, ``sidecar.errors``, ``sidecar.store.redis_server``.
+Imports: redis, ``sidecar.config``, ``sidecar.errors``, ``sidecar.store`` (clients, health, redis_server).
 """
 
 from __future__ import annotations
@@ -18,19 +18,18 @@ import redis.exceptions
 
 from sidecar.config import Settings
 from sidecar.errors import StoreUnavailable
+from sidecar.store.clients import make_client
+from sidecar.store.health import RedisHealth
 from sidecar.store.redis_server import RedisServer
 
 
-def connect(url: str, *, timeout_s: float = 1.0) -> redis.Redis:
-    """A client whose commands fail fast when Redis is away, so decisions never hang on it."""
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        health_check_interval=30,
-        retry_on_timeout=False,
-        decode_responses=False,
-    )
+def connect(url: str, *, timeout_s: float = 1.0, health: RedisHealth | None = None) -> redis.Redis:
+    """A client whose commands fail fast when Redis is away, so decisions never hang on it.
+
+    ``url`` is any SIDECAR_REDIS_URL (Sentinel included, see ``store.clients``); with ``health``
+    the client goes through that worker's circuit breaker.
+    """
+    return make_client(url, timeout_s=timeout_s, health=health)
 
 
 def resolve_redis(settings: Settings) -> tuple[str, RedisServer | None]:

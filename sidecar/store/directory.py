@@ -42,6 +42,7 @@ from sidecar.policy.directory import (
 from sidecar.policy.rules import validate_custom_role, validate_membership
 from sidecar.policy.tenant import NO_TENANT, Tenant
 from sidecar.store.connection import translated_errors
+from sidecar.store.replication import acknowledged
 
 CHANGES_STREAM = "sidecar:changes"
 CHANGES_MAXLEN = 1_000_000
@@ -197,17 +198,20 @@ class _Write:
 
 
 class DirectoryStore:
-    def __init__(self, client: redis.Redis, bundle: Callable[[], PolicyBundle]) -> None:
+    def __init__(self, client: redis.Redis, bundle: Callable[[], PolicyBundle], *, min_replicas: int = 0,
+                 wait_timeout_s: float = 1.0) -> None:
         self.client = client
         self._bundle = bundle
         self._apply = client.register_script(_APPLY)
+        self._min_replicas = min_replicas  # a write is acknowledged once this many replicas hold it
+        self._wait_timeout_s = wait_timeout_s
 
     # -- the write protocol ---------------------------------------------------------------
     def _run(self, watch: list[str], prepare: Callable[[Any], _Write], kind: str, subject: str,
              employees: str = ALL_EMPLOYEES) -> WriteResult:
-        with translated_errors():
+        with translated_errors(), acknowledged(self.client, self._min_replicas, self._wait_timeout_s) as client:
             for _ in range(20):
-                with self.client.pipeline() as pipe:
+                with client.pipeline() as pipe:
                     try:
                         pipe.watch(*watch)
                         write = prepare(pipe)
