@@ -17,6 +17,7 @@ from sidecar.errors import SidecarError
 from sidecar.policy.bundle import load_bundle
 from sidecar.policy.files import PolicyFileError
 from sidecar.policy.seats import Seats
+from sidecar.startup import bootstrap_token, redis_refusal
 from sidecar.tokens import SCOPES, TokenFile
 
 
@@ -113,11 +114,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from sidecar.server import serve
 
     load_bundle(settings.policy_dir)  # a broken policy file fails the start, naming file and line
-    tokens = TokenFile(settings.tokens_path)
-    if not settings.tokens_path.exists():
-        token = tokens.create("bootstrap-admin", list(SCOPES))
-        print(f"sidecar: created {settings.tokens_path} with a bootstrap token holding every scope.\n"
-              f"sidecar: it is shown only this once; keep it safe:\n{token}", file=sys.stderr)
+    refusal = redis_refusal(settings)
+    if refusal is not None:
+        print(f"sidecar: {refusal}", file=sys.stderr)
+        return 2
+    bootstrap_token(settings)
     serve(settings, args.host, args.port, args.workers, args.threads)
     return 0
 

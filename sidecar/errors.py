@@ -20,7 +20,7 @@
     ├── Unavailable (503 unavailable)
     │   ├── RevisionNotReached (503 revision_not_reached)
     │   └── ChannelUnavailable (503 channel_unavailable)   email not configured, or SMTP failed
-    ├── StoreUnavailable (503 store_unavailable)   redis errors are mapped to this in ``store``
+    ├── StoreUnavailable (503 redis_unavailable)   redis errors are mapped to this in ``store``
     └── ArchiveUnavailable (503 archive_unavailable)   the audit archive (PostgreSQL) did not answer
 
 Only failures raise; a deny is a value. A failure never becomes an allow. Imports nothing.
@@ -131,7 +131,7 @@ class ChannelUnavailable(Unavailable):
 
 
 class StoreUnavailable(Unavailable):
-    code = "store_unavailable"
+    code = "redis_unavailable"
 
 
 class ArchiveUnavailable(Unavailable):

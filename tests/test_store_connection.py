@@ -23,7 +23,7 @@ def test_an_unreachable_redis_is_store_unavailable() -> None:
 def test_a_script_error_is_store_unavailable_not_a_500(redis_client: redis.Redis) -> None:
     with pytest.raises(StoreUnavailable) as raised, translated_errors():
         redis_client.eval("return redis.error_reply('boom')", 0)
-    assert raised.value.body()["error"]["code"] == "store_unavailable"
+    assert raised.value.body()["error"]["code"] == "redis_unavailable"
     assert isinstance(raised.value.__cause__, redis.ResponseError)
 
 

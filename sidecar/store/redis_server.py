@@ -61,7 +61,7 @@ class RedisServer:
             "--unixsocketperm", "700",
             "--dir", str(self.directory),
             "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
+            "--appendfsync", "always",  # an acknowledged write is on disk (README "Redis")
             "--save", "",
             "--protected-mode", "yes",
             "--daemonize", "no",

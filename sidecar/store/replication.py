@@ -53,7 +53,8 @@ def acknowledged(client: redis.Redis, min_replicas: int, timeout_s: float) -> It
         pinned: Any = _PinnedPool(pool, connection)
         yield redis.Redis(connection_pool=pinned)
         connection.send_command("WAIT", min_replicas, max(1, int(timeout_s * 1000)))
-        copies = int(connection.read_response())
+        # WAIT may legitimately block for timeout_s: read with that much more than the socket timeout.
+        copies = int(connection.read_response(timeout=timeout_s + (connection.socket_timeout or 1.0)))
     except (redis.RedisError, OSError):
         connection.disconnect()  # a half-read reply must not reach the next borrower
         raise
