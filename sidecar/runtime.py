@@ -67,7 +67,7 @@ class Runtime:
         self.policy_error: str | None = None
         # One breaker per worker: a hung or lost Redis costs this worker one timeout, then writes
         # fail fast (503) and decisions come from memory until the probe sees Redis again.
-        self.redis_health = RedisHealth()
+        self.redis_health = RedisHealth(on_outage=metrics.REDIS_OUTAGES.inc)
         self.redis: redis.Redis = connect(redis_url, timeout_s=settings.redis_timeout_s, health=self.redis_health)
         self.redis_watch = RedisWatch(self.redis_health, connect(redis_url, timeout_s=settings.redis_timeout_s),
                                       on_recovery=[self.redis])

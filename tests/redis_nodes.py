@@ -20,7 +20,8 @@ from sidecar.store.redis_server import redis_server_binary
 from tests.nginx_harness import free_port
 
 SERVICE = "sidecar"
-DOWN_AFTER_MS = 400  # sentinels call the primary down after this long without an answer
+DOWN_AFTER_MS = 1000  # sentinels call the primary down after this long without an answer (not less: a
+                      # loaded 2-core machine makes a shorter one fail over by mistake)
 FAILOVER_TIMEOUT_MS = 2000
 
 
@@ -38,9 +39,9 @@ def wait_until(condition, timeout_s: float = 10.0, step_s: float = 0.02) -> bool
 
 class RedisNode:
     def __init__(self, directory: Path, *, args: tuple[str, ...] = (), sentinel_config: str | None = None,
-                 binary: str | None = None) -> None:
+                 binary: str | None = None, port: int | None = None) -> None:
         self.directory = directory
-        self.port = free_port()
+        self.port = port or free_port()
         self.args = args
         self.sentinel_config = sentinel_config
         self.binary = binary or redis_server_binary()

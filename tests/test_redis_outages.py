@@ -22,6 +22,7 @@ from sidecar.policy.directory import Employee
 from sidecar.store.health import CircuitOpen
 from sidecar.store.replication import acknowledged
 from tests.conftest import POLICY_DIR, Api, make_settings, make_tokens
+from tests.nginx_harness import free_port
 from tests.redis_nodes import RedisNode, wait_until
 from tests.test_audit_helpers import stop_auditors
 
@@ -186,8 +187,9 @@ def test_a_redis_cluster_url_is_refused_at_start_in_one_line(tmp_path: Path) -> 
 
 
 def test_a_server_running_in_cluster_mode_is_refused_at_start_in_one_line(tmp_path: Path) -> None:
-    cluster = RedisNode(tmp_path / "cluster", args=("--cluster-enabled", "yes", "--cluster-config-file",
-                                                    str(tmp_path / "cluster" / "nodes.conf"))).start()
+    port = next(p for p in iter(free_port, None) if p <= 55535)  # the cluster bus listens on port + 10000
+    cluster = RedisNode(tmp_path / "cluster", port=port, args=("--cluster-enabled", "yes", "--cluster-config-file",
+                                                               str(tmp_path / "cluster" / "nodes.conf"))).start()
     try:
         done = run_serve(tmp_path, cluster.url)
     finally:

@@ -14,20 +14,20 @@ Either way the first failure of an outage is logged once with its cause (refused
 a TLS or authentication error, no primary), the end once with the outage's length; nothing is
 logged per request. ``/readyz`` reads the same state (:func:`readiness`).
 
-Imports: redis, structlog, ``sidecar.metrics``.
+Imports: redis, structlog. (Not ``sidecar.metrics``: the CLI imports this module before
+``sidecar serve`` sets up multiprocess metrics; the runtime passes its counter in.)
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 import structlog
-
-from sidecar import metrics
 
 log = structlog.get_logger("sidecar.redis")
 
@@ -48,7 +48,8 @@ def describe(error: BaseException) -> str:
 class RedisHealth:
     """Up or down since when, and why. Shared by a worker's guarded clients and its probe."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_outage: Callable[[], object] | None = None) -> None:
+        self._on_outage = on_outage  # called once at the start of each outage (a metric)
         self._lock = threading.Lock()
         self.down_since: float | None = None
         self.cause: str | None = None
@@ -74,7 +75,8 @@ class RedisHealth:
                 return
             self.down_since = time.monotonic()
             self.cause = describe(error)
-        metrics.REDIS_OUTAGES.inc()
+        if self._on_outage is not None:
+            self._on_outage()
         log.warning("redis_unreachable", cause=self.cause, circuit_open=self.circuit_open)
 
     def answered(self) -> None:
