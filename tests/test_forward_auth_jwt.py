@@ -41,7 +41,7 @@ def public_pem(private_key: Any) -> str:
 
 def claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
-    base: dict[str, Any] = {"sub": "e-1", "iat": now, "exp": now + 300}
+    base: dict[str, Any] = {"sub": "e-1", "iat": now, "exp": now + 3600}  # minted at collection: outlive a slow run
     base.update(overrides)
     return {key: value for key, value in base.items() if value is not None}
 

@@ -34,7 +34,7 @@ def _tls_options(target: RedisTarget) -> dict[str, Any]:
     return options
 
 
-def make_client(url: str, *, timeout_s: float, health: RedisHealth | None = None) -> redis.Redis:
+def make_client(url: str, *, timeout_s: float, health: RedisHealth | None = None) -> redis.Redis[bytes]:
     """A client for ``url`` whose commands fail fast when Redis is away or hung."""
     target = parse_redis_url(url)
     common: dict[str, Any] = {
@@ -56,7 +56,7 @@ def make_client(url: str, *, timeout_s: float, health: RedisHealth | None = None
     sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)
     base_class = SentinelManagedSSLConnection if target.tls else SentinelManagedConnection
     assert target.service is not None
-    client: redis.Redis = sentinel.master_for(
+    client: redis.Redis[bytes] = sentinel.master_for(
         target.service, connection_class=guarded(base_class), db=target.db, username=target.username,
         password=target.password, **tls, **common)
     return client

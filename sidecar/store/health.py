@@ -191,8 +191,8 @@ class RedisWatch:
     dropped so the next one asks the sentinels again.
     """
 
-    def __init__(self, health: RedisHealth, probe: redis.Redis, *, interval_s: float = 0.5,
-                 on_recovery: list[redis.Redis] | None = None) -> None:
+    def __init__(self, health: RedisHealth, probe: redis.Redis[bytes], *, interval_s: float = 0.5,
+                 on_recovery: list[redis.Redis[bytes]] | None = None) -> None:
         self.health = health
         self._probe = probe
         self._interval_s = interval_s

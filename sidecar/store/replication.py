@@ -42,7 +42,7 @@ class _PinnedPool:
 
 
 @contextmanager
-def acknowledged(client: redis.Redis, min_replicas: int, timeout_s: float) -> Iterator[redis.Redis]:
+def acknowledged(client: redis.Redis[bytes], min_replicas: int, timeout_s: float) -> Iterator[redis.Redis[bytes]]:
     """Run writes on the yielded client; on exit, 503 unless ``min_replicas`` replicas have them."""
     if min_replicas <= 0:
         yield client
