@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sidecar import logs
 from sidecar.config import ConfigError, Settings
@@ -20,16 +21,29 @@ from sidecar.policy.seats import Seats
 from sidecar.startup import bootstrap_token, redis_refusal
 from sidecar.tokens import SCOPES, TokenFile
 
+SERVERS = ("granian", "gunicorn")  # what `sidecar serve --server` runs (sidecar/servers/)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sidecar", description="Authorization sidecar for employees and roles.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="serve the HTTP API with gunicorn")
+    serve = commands.add_parser("serve", help="serve the HTTP API (granian, or gunicorn)")
+    serve.add_argument("--server", choices=SERVERS, default="granian", help="HTTP server (default granian)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8181)
-    serve.add_argument("--workers", type=int, default=2)
-    serve.add_argument("--threads", type=int, default=1, help="threads per worker (gthread when > 1)")
+    serve.add_argument("--uds", type=Path, metavar="PATH", help="listen on this Unix socket instead of host:port")
+    serve.add_argument("--workers", type=_positive, default=2)
+    serve.add_argument("--threads", type=_positive, default=1, help="gunicorn: threads per worker (gthread when > 1)")
+    serve.add_argument("--max-connections", type=_positive, default=256,
+                       help="granian: connections served at once per worker, each with its own thread (default 256)")
 
     token = commands.add_parser("token", help="service tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
@@ -111,7 +125,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from sidecar.server import serve
+    from sidecar.server import ServeOptions, serve
 
     load_bundle(settings.policy_dir)  # a broken policy file fails the start, naming file and line
     refusal = redis_refusal(settings)
@@ -119,13 +133,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"sidecar: {refusal}", file=sys.stderr)
         return 2
     bootstrap_token(settings)
-    serve(settings, args.host, args.port, args.workers, args.threads)
+    serve(settings, ServeOptions(server=args.server, host=args.host, port=args.port, uds=args.uds,
+                                 workers=args.workers, threads=args.threads, max_connections=args.max_connections))
     return 0
 
 
 def _policy(args: argparse.Namespace, settings: Settings) -> int:
-    from pathlib import Path
-
     from sidecar.policy.suites import run_suites
 
     bundle = load_bundle(settings.policy_dir)

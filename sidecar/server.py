@@ -1,80 +1,58 @@
-"""``sidecar serve``: the embedded Redis (when no URL is set) and gunicorn serving the app.
+"""``sidecar serve``: the embedded Redis (when no URL is set), the metrics directory, the HTTP server.
 
-Nothing holding threads, sockets or connections is created before gunicorn forks: each worker
-builds its own app (no preload), so its Redis client and change-log follower are its own.
+The HTTP server is granian by default (``sidecar/servers/granian_runner.py``) or gunicorn
+(``--server gunicorn``); both run the same app, built in each worker after the fork
+(``sidecar/servers/worker.py``). Nothing holding threads, sockets or connections is created here
+before the workers start.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import structlog
-from gunicorn.app.base import BaseApplication
 
 from sidecar.config import Settings
+from sidecar.servers import granian_runner, gunicorn_runner
+from sidecar.servers.worker import WorkerApp
 from sidecar.store.connection import resolve_redis
 
 log = structlog.get_logger("sidecar.serve")
 
 
-class _Gunicorn(BaseApplication):
-    def __init__(self, options: dict[str, Any], settings: Settings, redis_url: str) -> None:
-        self.options = options
-        self.settings = settings
-        self.redis_url = redis_url
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Any:
-        from sidecar.app import create_app  # imported in the worker, after the fork
-
-        return create_app(self.settings, redis_url=self.redis_url)
+@dataclass(frozen=True)
+class ServeOptions:
+    server: str = "granian"
+    host: str = "127.0.0.1"
+    port: int = 8181
+    uds: Path | None = None  # listen on this Unix socket instead of host:port
+    workers: int = 2
+    threads: int = 1  # gunicorn only: gthread when > 1
+    max_connections: int = 256  # granian only: connections (and Python threads) per worker
 
 
-def _post_worker_init(worker: Any) -> None:
-    from sidecar.runtime import settle_heap
-
-    settle_heap()
-
-
-def _child_exit(server: Any, worker: Any) -> None:
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)
-
-
-def serve(settings: Settings, host: str, port: int, workers: int, threads: int) -> None:
+def serve(settings: Settings, options: ServeOptions) -> None:
     redis_url, private = resolve_redis(settings)
     metrics_dir = Path(settings.data_dir) / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    options = {
-        "bind": f"{host}:{port}",
-        "workers": workers,
-        "threads": threads,
-        "worker_class": "gthread" if threads > 1 else "sync",
-        "keepalive": 5,
-        "timeout": 30,
-        "graceful_timeout": 10,
-        "accesslog": None,  # one structlog line per request instead
-        "errorlog": "-",
-        "loglevel": "warning",
-        "child_exit": _child_exit,
-        "post_worker_init": _post_worker_init,
-        "proc_name": "sidecar",
-        "limit_request_line": 8190,
-    }
-    log.info("serving", bind=options["bind"], workers=workers, threads=threads,
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)  # before any worker imports prometheus_client
+    if options.uds is not None and options.uds.is_socket():
+        options.uds.unlink()  # left by a server that was killed; never a regular file
+    bind = f"unix:{options.uds}" if options.uds else f"{options.host}:{options.port}"
+    log.info("serving", server=options.server, bind=bind, workers=options.workers,
              redis="embedded" if private else "external", policies=str(settings.policy_dir))
+    app = WorkerApp(settings, redis_url)
     try:
-        _Gunicorn(options, settings, redis_url).run()
+        if options.server == "gunicorn":
+            gunicorn_runner.run(app, host=options.host, port=options.port, uds=options.uds,
+                                workers=options.workers, threads=options.threads)
+        else:
+            granian_runner.run(app, host=options.host, port=options.port, uds=options.uds,
+                               workers=options.workers, max_connections=options.max_connections)
     finally:
         if private is not None:
             private.stop()

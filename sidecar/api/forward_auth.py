@@ -27,8 +27,9 @@ are audited as for ``/v1/check``) and ``g.decisions`` (the request log). Answers
 The raw target is ``RAW_URI`` (gunicorn, werkzeug) or ``REQUEST_URI``. Without either (another
 WSGI server), it is rebuilt from ``SCRIPT_NAME`` + ``PATH_INFO``, re-quoted, + ``QUERY_STRING``:
 such a server already decoded the path, so ``%2F`` and ``%2e`` tricks can no longer be told
-apart from ``/`` and ``.``; they are still normalised, never passed through. Run it under
-gunicorn (``sidecar serve``) for the full checks.
+apart from ``/`` and ``.``; they are still normalised, never passed through. granian (the
+default server) is such a server: the Envoy style gets the full checks under
+``sidecar serve --server gunicorn``; nginx and Traefik send the original URI in a header.
 
 The route table is compiled once per policy bundle: a reload that changes ``routes.yaml`` is
 picked up on the next call; a reload whose ``routes.yaml`` is broken keeps the last good table
