@@ -161,6 +161,59 @@ def preflight(url: str, body_file: Path, expect_file: Path) -> dict[str, int]:
     return got
 
 
+class CerbosSession:
+    """The Cerbos side of a run: install check, staged policies (test matrix passed), a server;
+    then ``prepare(scenario)`` (preflight, warm-up) and ``measure(scenario, conc, rep)``."""
+
+    def __init__(self, work_dir: Path, *, say: Progress = quiet) -> None:
+        self.work_dir = work_dir
+        self.say = say
+        self.meta: dict[str, Any] = {"version": CERBOS_VERSION, "audit": "off", "log_level": "warn"}
+        self.rows: list[dict[str, Any]] = []
+        self._server: CerbosServer | None = None
+        self._warmed: set[str] = set()
+
+    def __enter__(self) -> CerbosSession:
+        self.say("checking the Cerbos install (anchors' setup.sh if missing)")
+        binary = ensure_cerbos()
+        self.staged = stage(self.work_dir)
+        self.say("compiling the policies and running their test matrix")
+        self.meta["policy_tests"] = compile_policies(binary, self.staged / "policies")
+        self.say("starting Cerbos")
+        self._server = CerbosServer(binary, self.staged).__enter__()
+        self.meta["cpus_allowed"] = cpus_allowed(self._server.pid)
+        self.meta["rss_kb_started"] = rss_kb(self._server.pid)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.__exit__(None, None, None)
+            self._server = None
+
+    def prepare(self, scenario: str, warmup_s: float) -> None:
+        if scenario in self._warmed or self._server is None:
+            return
+        body = self.staged / "bodies" / f"{scenario}.json"
+        self.say(f"preflight and warm-up: cerbos {scenario}")
+        self.meta.setdefault("preflight", {})[scenario] = preflight(
+            self._server.check_url, body, body.with_suffix(".expect.json"))
+        warm_up(self._server.check_url, body_file=body, seconds=warmup_s)
+        self._warmed.add(scenario)
+
+    def measure(self, scenario: str, concurrency: int, rep: int, duration_s: float) -> dict[str, Any]:
+        if self._server is None:
+            raise BenchError("cerbos is not running")
+        body = self.staged / "bodies" / f"{scenario}.json"
+        result = run_wrk(self._server.check_url, body_file=body, concurrency=concurrency, duration_s=duration_s)
+        row = {"engine": "cerbos", "scenario": scenario, "conc": concurrency, "rep": rep,
+               "checks_per_request": CHECKS_PER_REQUEST[scenario], "server_rss_kb": rss_kb(self._server.pid),
+               "wrk": result}
+        self.rows.append(row)
+        self.say(f"cerbos {scenario} c={concurrency} rep {rep}: {result['rps']:,.0f} req/s, "
+                 f"p99 {result['p99_us'] / 1000:.2f} ms, errors {result['errors']}")
+        return row
+
+
 def run_cerbos_bench(
     work_dir: Path,
     *,
@@ -170,44 +223,10 @@ def run_cerbos_bench(
     matrix: Iterable[tuple[str, int]] = DEFAULT_MATRIX,
     say: Progress = quiet,
 ) -> dict[str, Any]:
-    """Start Cerbos, run ``matrix`` (each cell ``reps`` times), stop Cerbos; meta + result rows."""
-    say("checking the Cerbos install (anchors' setup.sh if missing)")
-    binary = ensure_cerbos()
-    staged = stage(work_dir)
-    say("compiling the policies and running their test matrix")
-    meta: dict[str, Any] = {
-        "version": CERBOS_VERSION,
-        "policy_tests": compile_policies(binary, staged / "policies"),
-        "audit": "off",
-        "log_level": "warn",
-    }
-    rows: list[dict[str, Any]] = []
-    say("starting Cerbos")
-    with CerbosServer(binary, staged) as server:
-        meta["cpus_allowed"] = cpus_allowed(server.pid)
-        meta["rss_kb_started"] = rss_kb(server.pid)
-        warmed: set[str] = set()
-        for scenario, concurrency in matrix:
-            body = staged / "bodies" / f"{scenario}.json"
-            if scenario not in warmed:
-                say(f"preflight and warm-up: {scenario}")
-                meta.setdefault("preflight", {})[scenario] = preflight(
-                    server.check_url, body, body.with_suffix(".expect.json")
-                )
-                warm_up(server.check_url, body_file=body, seconds=warmup_s)
-                warmed.add(scenario)
-            for rep in range(1, reps + 1):
-                result = run_wrk(server.check_url, body_file=body, concurrency=concurrency, duration_s=duration_s)
-                rows.append(
-                    {
-                        "engine": "cerbos",
-                        "scenario": scenario,
-                        "conc": concurrency,
-                        "rep": rep,
-                        "checks_per_request": CHECKS_PER_REQUEST[scenario],
-                        "server_rss_kb": rss_kb(server.pid),
-                        "wrk": result,
-                    }
-                )
-                say(f"{scenario} c={concurrency} rep {rep}: {result['rps']:,.0f} req/s, errors {result['errors']}")
-    return {"meta": meta, "rows": rows}
+    """Cerbos alone: start it, run ``matrix`` (each cell ``reps`` times), stop it; meta + result rows."""
+    with CerbosSession(work_dir, say=say) as session:
+        for rep in range(1, reps + 1):
+            for scenario, concurrency in matrix:
+                session.prepare(scenario, warmup_s)
+                session.measure(scenario, concurrency, rep, duration_s)
+    return {"meta": session.meta, "rows": session.rows}

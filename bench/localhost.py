@@ -90,6 +90,39 @@ def wait_http_ok(url: str, proc: subprocess.Popen[bytes], *, timeout_s: float, l
     raise BenchError(f"{url} not ready after {timeout_s:.0f} s{log_tail(log)}")
 
 
+def unix_request(path: Path, method: str, target: str, *, body: bytes = b"", token: str | None = None,
+                 timeout_s: float = 5.0) -> tuple[int, bytes]:
+    """(status, body) of one request over a Unix socket (the server closes after answering)."""
+    head = [f"{method} {target} HTTP/1.1", "Host: localhost", "Connection: close", f"Content-Length: {len(body)}"]
+    if token:
+        head.append(f"Authorization: Bearer {token}")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        sock.connect(str(path))
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status_line, _, rest = data.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+def wait_unix_ok(path: Path, target: str, proc: subprocess.Popen[bytes], *, timeout_s: float,
+                 log: Path | None = None) -> float:
+    """:func:`wait_http_ok` over a Unix socket."""
+    start = time.monotonic()
+    while time.monotonic() < start + timeout_s:
+        if proc.poll() is not None:
+            raise BenchError(f"process exited with {proc.returncode} before {path} was ready{log_tail(log)}")
+        try:
+            if unix_request(path, "GET", target, timeout_s=1.0)[0] == 200:
+                return time.monotonic() - start
+        except (OSError, IndexError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise BenchError(f"{path} not ready after {timeout_s:.0f} s{log_tail(log)}")
+
+
 def log_tail(log: Path | None, lines: int = 20) -> str:
     if log is None or not log.exists():
         return ""

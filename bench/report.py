@@ -15,7 +15,6 @@ from typing import Any
 PAIRS: tuple[tuple[str, str, int], ...] = (
     ("check_single", "single_simple", 1),
     ("check_single", "single_simple", 8),
-    ("check_single", "single_cond", 1),
     ("check_single", "single_cond", 8),
     ("check_batch_50", "batch_50_resources", 8),
 )
@@ -58,11 +57,12 @@ def _setup(result: dict[str, Any]) -> str:
     meta = result["meta"]
     said = [
         f"{meta['machine']}. Servers on CPU 1, wrk on CPU 0 (`-t1 --latency`), {meta['duration_s']:g} s runs "
-        f"after a {meta['warmup_s']:g} s warm-up, {meta['reps']} rep(s), median shown."
+        f"after a {meta['warmup_s']:g} s warm-up, {meta['reps']} alternating round(s), median shown."
     ]
     if "sidecar" in result:
         threads = f" x {meta['threads']} threads" if meta.get("threads") else ""
-        said.append(f"Sidecar: preset `{meta['preset']}`, {meta['workers']} gunicorn workers{threads}.")
+        said.append(f"Sidecar: preset `{meta['preset']}`, server {meta.get('server', 'gunicorn')}, "
+                    f"{meta['workers']} workers{threads}.")
     if "cerbos" in result:
         said.append("Cerbos: 0.55.0, audit off, log level warn.")
     said.append(f"Load average at start: {' '.join(meta['loadavg_at_start'])}.")

@@ -68,70 +68,107 @@ def wait_visible(url: str, token: str, body_file: Path, *, timeout_s: float = 30
             time.sleep(0.1)
 
 
+class SidecarSession:
+    """The sidecar side of a run: data, token, server, import; then one measured wrk run at a time.
+
+    ``with SidecarSession(...) as session:`` leaves a served, imported sidecar; ``prepare(scenario)``
+    checks one answer and warms up, ``measure(scenario, conc, rep)`` returns one result row.
+    """
+
+    def __init__(self, work_dir: Path, *, preset: str = "large", workers: int = 2, threads: int | None = None,
+                 server: str | None = None, say: Progress = quiet) -> None:
+        self.work_dir = work_dir
+        self.preset = preset
+        self.workers = workers
+        self.threads = threads
+        self.server_kind = server
+        self.say = say
+        self.meta: dict[str, Any] = {"preset": preset, "workers": workers, "threads": threads,
+                                     "server": server or "default"}
+        self.rows: list[dict[str, Any]] = []
+        self._server: SidecarServer | None = None
+        self._warmed: set[str] = set()
+
+    def __enter__(self) -> SidecarSession:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        drift = drift_from_policies(REPO / "policies")
+        if drift:
+            self.meta["policy_drift"] = drift  # the expectations below come from bench/rights.py
+        self.say(f"generating the {self.preset} directory")
+        started = time.monotonic()
+        jsonl, self.bodies = self.work_dir / "directory.jsonl", self.work_dir / "bodies"
+        self.meta["data"] = write_all(self.preset, jsonl, bodies_dir=self.bodies)
+        self.meta["generate_s"] = round(time.monotonic() - started, 2)
+        data_dir = self.work_dir / "sidecar-data"
+        self.say("creating a token (sidecar token create)")
+        self.token = create_token(data_dir)
+        self.say(f"starting the sidecar (sidecar serve --workers {self.workers}, server {self.meta['server']})")
+        server = SidecarServer(data_dir, workers=self.workers, threads=self.threads, server=self.server_kind)
+        self._server = server.__enter__()
+        try:
+            self.meta["ready_s"] = round(server.ready_s or 0, 2)
+            self.meta["rss_started"] = server.rss()
+            self.say(f"importing {jsonl.name} (sidecar import)")
+            import_s, output = import_directory(data_dir, jsonl)
+            self.meta["import_s"], self.meta["import_output"] = round(import_s, 2), output.strip()[-500:]
+            self.say("waiting until a check sees the import")
+            single_url = server.base_url + ROUTES["check_single"]
+            self.meta["visible_after_import_s"] = round(
+                wait_visible(single_url, self.token, self.bodies / "check_single.json"), 2)
+            self.meta["rss_after_import"] = server.rss()
+        except BaseException:
+            server.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self.meta["rss_after_load"] = self._server.rss()
+            self._server.__exit__(None, None, None)
+            self._server = None
+
+    def prepare(self, scenario: str, warmup_s: float) -> None:
+        if scenario in self._warmed or self._server is None:
+            return
+        url, body = self._server.base_url + ROUTES[scenario], self.bodies / f"{scenario}.json"
+        self.say(f"preflight and warm-up: sidecar {scenario}")
+        self.meta.setdefault("preflight", {})[scenario] = preflight(url, self.token, body, scenario)
+        warm_up(url, body_file=body, seconds=warmup_s, bearer_token=self.token)
+        self._warmed.add(scenario)
+
+    def measure(self, scenario: str, concurrency: int, rep: int, duration_s: float) -> dict[str, Any]:
+        if self._server is None:
+            raise BenchError("the sidecar is not running")
+        url, body = self._server.base_url + ROUTES[scenario], self.bodies / f"{scenario}.json"
+        result = run_wrk(url, body_file=body, concurrency=concurrency, duration_s=duration_s, bearer_token=self.token)
+        rss = self._server.rss()
+        row = {"engine": "sidecar", "scenario": scenario, "conc": concurrency, "rep": rep,
+               "checks_per_request": CHECKS_PER_REQUEST[scenario], "server_rss_kb": rss["sidecar_kb"],
+               "rss": rss, "wrk": result}
+        self.rows.append(row)
+        self.say(f"sidecar {scenario} c={concurrency} rep {rep}: {result['rps']:,.0f} req/s, "
+                 f"p99 {result['p99_us'] / 1000:.2f} ms, errors {result['errors']}")
+        return row
+
+
 def run_sidecar_bench(
     work_dir: Path,
     *,
     preset: str = "large",
     workers: int = 2,
     threads: int | None = None,
+    server: str | None = None,
     duration_s: float = 10,
     warmup_s: float = 3,
     reps: int = 1,
     matrix: Iterable[tuple[str, int]] = DEFAULT_MATRIX,
     say: Progress = quiet,
 ) -> dict[str, Any]:
-    """Meta (data, timings, RSS) and one row per wrk run, shaped like the Cerbos rows."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    meta: dict[str, Any] = {"preset": preset, "workers": workers, "threads": threads}
-    drift = drift_from_policies(REPO / "policies")
-    if drift:
-        meta["policy_drift"] = drift  # the expectations below come from bench/rights.py
-    say(f"generating the {preset} directory")
-    started = time.monotonic()
-    jsonl, bodies = work_dir / "directory.jsonl", work_dir / "bodies"
-    meta["data"] = write_all(preset, jsonl, bodies_dir=bodies)
-    meta["generate_s"] = round(time.monotonic() - started, 2)
-
-    data_dir = work_dir / "sidecar-data"
-    say("creating a token (sidecar token create)")
-    token = create_token(data_dir)
-    rows: list[dict[str, Any]] = []
-    say(f"starting the sidecar (sidecar serve --workers {workers})")
-    with SidecarServer(data_dir, workers=workers, threads=threads) as server:
-        meta["ready_s"] = round(server.ready_s or 0, 2)
-        meta["rss_started"] = server.rss()
-        say(f"importing {jsonl.name} (sidecar import)")
-        import_s, output = import_directory(data_dir, jsonl)
-        meta["import_s"], meta["import_output"] = round(import_s, 2), output.strip()[-500:]
-        say("waiting until a check sees the import")
-        single_url = server.base_url + ROUTES["check_single"]
-        meta["visible_after_import_s"] = round(wait_visible(single_url, token, bodies / "check_single.json"), 2)
-        meta["rss_after_import"] = server.rss()
-        warmed: set[str] = set()
-        for scenario, concurrency in matrix:
-            url, body = server.base_url + ROUTES[scenario], bodies / f"{scenario}.json"
-            if scenario not in warmed:
-                say(f"preflight and warm-up: {scenario}")
-                meta.setdefault("preflight", {})[scenario] = preflight(url, token, body, scenario)
-                warm_up(url, body_file=body, seconds=warmup_s, bearer_token=token)
-                warmed.add(scenario)
-            for rep in range(1, reps + 1):
-                result = run_wrk(
-                    url, body_file=body, concurrency=concurrency, duration_s=duration_s, bearer_token=token
-                )
-                rss = server.rss()
-                rows.append(
-                    {
-                        "engine": "sidecar",
-                        "scenario": scenario,
-                        "conc": concurrency,
-                        "rep": rep,
-                        "checks_per_request": CHECKS_PER_REQUEST[scenario],
-                        "server_rss_kb": rss["sidecar_kb"],
-                        "rss": rss,
-                        "wrk": result,
-                    }
-                )
-                say(f"{scenario} c={concurrency} rep {rep}: {result['rps']:,.0f} req/s, errors {result['errors']}")
-        meta["rss_after_load"] = server.rss()
-    return {"meta": meta, "rows": rows}
+    """The sidecar alone: meta (data, timings, RSS) and one row per wrk run, shaped like the Cerbos rows."""
+    with SidecarSession(work_dir, preset=preset, workers=workers, threads=threads, server=server,
+                        say=say) as session:
+        for rep in range(1, reps + 1):
+            for scenario, concurrency in matrix:
+                session.prepare(scenario, warmup_s)
+                session.measure(scenario, concurrency, rep, duration_s)
+    return {"meta": session.meta, "rows": session.rows}

@@ -3,7 +3,7 @@
 Contract assumed from API.md (the CLI is being written alongside):
 
 * ``sidecar token create NAME --scope S [--scope S ...]`` prints the token, last line of stdout;
-* ``sidecar serve --host H --port P --workers N`` runs gunicorn; ``GET /readyz`` is 200 when
+* ``sidecar serve --host H --port P --workers N [--server S]`` runs the HTTP server; ``GET /readyz`` is 200 when
   ready; with no tokens file it creates ``$SIDECAR_DATA_DIR/tokens.json``;
 * ``sidecar import FILE`` bulk-loads a JSON Lines directory (see ``bench/directory_gen.py``)
   into the Redis the server uses (the private one under the same ``SIDECAR_DATA_DIR``).
@@ -26,7 +26,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from bench.localhost import BenchError, children, comm, cpus_allowed, free_port, rss_kb, stop_group, wait_http_ok
+from bench.localhost import (
+    BenchError,
+    children,
+    comm,
+    cpus_allowed,
+    free_port,
+    rss_kb,
+    stop_group,
+    wait_http_ok,
+    wait_unix_ok,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER_CPU = 1
@@ -92,11 +102,14 @@ class SidecarServer:
     """``taskset -c 1 sidecar serve`` on a free loopback port; stdout/stderr to ``log``."""
 
     def __init__(
-        self, data_dir: Path, *, workers: int = 2, threads: int | None = None, ready_timeout_s: float = 60
+        self, data_dir: Path, *, workers: int = 2, threads: int | None = None, ready_timeout_s: float = 60,
+        server: str | None = None, uds: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.workers = workers
         self.threads = threads
+        self.server = server  # `sidecar serve --server`; None: the CLI's default
+        self.uds = uds  # `sidecar serve --uds`: listen on this socket instead of the port
         self.ready_timeout_s = ready_timeout_s
         self.port = free_port()
         self.log = data_dir.parent / f"sidecar-{self.port}.log"
@@ -121,14 +134,23 @@ class SidecarServer:
         ]  # fmt: skip
         if self.threads:
             argv += ["--threads", str(self.threads)]  # the CLI's gthread option, beyond API.md
+        if self.server:
+            argv += ["--server", self.server]
+        if self.uds:
+            argv += ["--uds", str(self.uds)]
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 argv, env=sidecar_env(self.data_dir), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         try:
-            self.ready_s = wait_http_ok(
-                f"{self.base_url}/readyz", self.proc, timeout_s=self.ready_timeout_s, log=self.log
-            )
+            if self.uds:
+                self.ready_s = wait_unix_ok(
+                    self.uds, "/readyz", self.proc, timeout_s=self.ready_timeout_s, log=self.log
+                )
+            else:
+                self.ready_s = wait_http_ok(
+                    f"{self.base_url}/readyz", self.proc, timeout_s=self.ready_timeout_s, log=self.log
+                )
         except BaseException:
             stop_group(self.proc)
             raise
@@ -145,13 +167,13 @@ class SidecarServer:
 
 
 def process_tree_rss(pid: int) -> dict[str, Any]:
-    """VmRSS in kB of the sidecar's processes: ``pid`` (the gunicorn master), its Python
+    """VmRSS in kB of the sidecar's processes: ``pid`` (the server's master), its Python
     descendants (the workers) and any other descendant (e.g. the private redis-server).
 
     RSS double-counts the pages forked workers still share with the master, so ``sidecar_kb``
     (master + workers) is an upper bound of what the sidecar uses.
     """
-    python_names = {comm(pid), "sidecar", "gunicorn", "python", "python3"}
+    python_names = {comm(pid), "sidecar", "gunicorn", "granian-worker", "python", "python3"}
     workers: list[int] = []
     others: dict[str, int] = {}
     pending = children(pid)
