@@ -11,8 +11,8 @@ from werkzeug.exceptions import HTTPException
 
 from sidecar import audit, logs
 from sidecar.api import billing, check, directory, forward_auth, health, mfa, observe
-from sidecar.api.check import MAX_BODY
 from sidecar.api.io import reply
+from sidecar.api.limits import MAX_BODY
 from sidecar.config import Settings
 from sidecar.errors import SidecarError
 from sidecar.runtime import Runtime, current_runtime
@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False  # OPTIONS is a JSON 405, not an HTML 200 (forward-auth takes it)
     url = redis_url or settings.redis_url
     if url is None:
         raise SidecarError("no Redis URL: `sidecar serve` starts the embedded Redis and passes it in")

@@ -49,6 +49,10 @@ class BadRequest(SidecarError):
     code = "invalid_request"
 
 
+class InvalidBody(BadRequest):
+    code = "invalid_body"  # a body the server could not read whole: malformed chunks, shorter than declared
+
+
 class InvalidJson(BadRequest):
     code = "invalid_json"
 
@@ -71,6 +75,21 @@ class TooManyChecks(BadRequest):
 
 class InvalidCode(BadRequest):
     code = "invalid_code"
+
+
+class BodyTooLarge(SidecarError):
+    status = 413
+    code = "body_too_large"
+
+
+class UriTooLong(SidecarError):
+    status = 414
+    code = "uri_too_long"
+
+
+class HeaderTooLarge(SidecarError):
+    status = 431
+    code = "header_too_large"
 
 
 class Unauthorized(SidecarError):

@@ -20,7 +20,7 @@ import orjson
 import structlog
 from flask import Blueprint
 
-from sidecar.api import observe
+from sidecar.api import limits, observe
 from sidecar.api.auth import authorize, require_scope
 from sidecar.api.io import ids, parse_json_object, reply
 from sidecar.errors import BadRequest, SidecarError, TooManyChecks
@@ -31,7 +31,6 @@ from sidecar.runtime import CheckRecord, Runtime, current_runtime
 bp = Blueprint("check", __name__)
 log = structlog.get_logger("sidecar.http")
 MAX_BATCH = 100
-MAX_BODY = 1024 * 1024
 Query = dict[str, list[str]]
 
 
@@ -116,11 +115,16 @@ Handler = Callable[[Runtime, bytes, Query, str], tuple[dict[str, Any], list[Deci
 HOT_ROUTES: dict[str, Handler] = {"/v1/check": decide_one, "/v1/check/batch": decide_batch}
 _STATUS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized", 403: "403 Forbidden",
            404: "404 Not Found", 405: "405 Method Not Allowed", 413: "413 Payload Too Large",
+           414: "414 URI Too Long", 431: "431 Request Header Fields Too Large",
            500: "500 Internal Server Error", 503: "503 Service Unavailable"}
 
 
 class DecisionRoutes:
-    """WSGI middleware answering the two decision routes; everything else goes to ``app``."""
+    """WSGI middleware answering the two decision routes; everything else goes to ``app``.
+
+    Every request first passes :mod:`sidecar.api.limits` (target and header sizes; the body,
+    read whole here for the Flask routes too), so both paths refuse the same requests alike.
+    """
 
     def __init__(self, app: Callable[..., Iterable[bytes]], runtime: Runtime) -> None:
         self.app = app
@@ -130,6 +134,14 @@ class DecisionRoutes:
         route = environ.get("PATH_INFO", "")
         handler = HOT_ROUTES.get(route)
         if handler is None:
+            try:
+                limits.check_head(environ)
+                limits.buffer_body(environ)
+            except SidecarError as error:
+                rid = observe.request_id(environ.get("HTTP_X_REQUEST_ID"))
+                observe.begin(rid)
+                return self._answer(environ, start_response, "unmatched", error.status, error.body(), rid,
+                                    time.perf_counter(), [])
             return self.app(environ, start_response)
         started = time.perf_counter()
         rid = observe.request_id(environ.get("HTTP_X_REQUEST_ID"))
@@ -139,42 +151,28 @@ class DecisionRoutes:
             if environ.get("REQUEST_METHOD") != "POST":
                 status, answer = 405, {"error": {"code": "method_not_allowed", "message": "use POST"}}
             else:
+                limits.check_head(environ)
                 self.runtime.maybe_reload_policies()
                 authorize(self.runtime.tokens, environ.get("HTTP_AUTHORIZATION"), "check")
-                raw = _read_body(environ)
-                if raw is None:
-                    status, answer = 413, {"error": {"code": "body_too_large", "message": "bodies are at most 1 MiB"}}
-                else:
-                    query = parse_qs(environ.get("QUERY_STRING", "")) if environ.get("QUERY_STRING") else {}
-                    answer, decisions = handler(self.runtime, raw, query, rid)
-                    status = 200
+                raw = limits.read_body(environ)
+                query = parse_qs(environ.get("QUERY_STRING", "")) if environ.get("QUERY_STRING") else {}
+                answer, decisions = handler(self.runtime, raw, query, rid)
+                status = 200
         except SidecarError as error:
             status, answer = error.status, error.body()
         except Exception as error:  # a failure is a 500 JSON body, never a traceback and never an allow
             log.exception("unhandled_error", error_type=type(error).__name__)
             status, answer = 500, {"error": {"code": "internal", "message": "internal error; see the request id"}}
+        return self._answer(environ, start_response, route, status, answer, rid, started, decisions)
+
+    @staticmethod
+    def _answer(environ: dict[str, Any], start_response: Callable[..., Any], route: str, status: int,
+                answer: dict[str, Any], rid: str, started: float, decisions: list[Decision]) -> Iterable[bytes]:
         payload = orjson.dumps(answer)
         start_response(_STATUS.get(status, f"{status} Error"), [
             ("Content-Type", "application/json"), ("Content-Length", str(len(payload))), ("X-Request-Id", rid)])
         observe.finish(environ.get("REQUEST_METHOD", ""), route, status, time.perf_counter() - started, decisions)
         return [payload]
-
-
-def _read_body(environ: dict[str, Any]) -> bytes | None:
-    """The request body, or None when it is over the limit (declared or actual)."""
-    try:
-        declared = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        raise BadRequest("Content-Length is not a number") from None
-    if declared > MAX_BODY:
-        return None
-    stream = environ["wsgi.input"]
-    if declared:
-        return bytes(stream.read(declared))
-    if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked" or environ.get("wsgi.input_terminated"):
-        raw = stream.read(MAX_BODY + 1)
-        return None if len(raw) > MAX_BODY else bytes(raw)
-    return b""
 
 
 @bp.get("/v1/locations/<location>/employees/<employee>/rights")

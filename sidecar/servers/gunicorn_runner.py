@@ -25,15 +25,21 @@ import gunicorn.util
 import orjson
 from gunicorn.app.base import BaseApplication
 
+from sidecar.errors import BadRequest, BodyTooLarge, HeaderTooLarge, UriTooLong
 from sidecar.servers.worker import WorkerApp, mark_dead
+
+_CODES = {  # the codes the sidecar's own edge gives for the same refusals (sidecar/api/limits.py)
+    400: BadRequest.code, 413: BodyTooLarge.code, 414: UriTooLong.code, 431: HeaderTooLarge.code}
 
 
 def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
     """gunicorn's own error answers as ``{"error": {"code", "message"}}`` (same signature as its HTML one)."""
-    try:
-        code = HTTPStatus(status_int).phrase.lower().replace(" ", "_")
-    except ValueError:
-        code = "error"
+    code = _CODES.get(status_int)
+    if code is None:
+        try:
+            code = HTTPStatus(status_int).phrase.lower().replace(" ", "_")
+        except ValueError:
+            code = "error"
     body = orjson.dumps({"error": {"code": code, "message": mesg or reason}})
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")

@@ -1,0 +1,73 @@
+"""What the edge refuses before any route runs, for the fast path and the Flask routes alike.
+
+* a request-target over ``MAX_TARGET`` bytes: 414 ``uri_too_long``;
+* a header line (name, ``: ``, value) over ``MAX_HEADER_LINE`` bytes: 431 ``header_too_large``;
+* a body over ``MAX_BODY`` (declared by ``Content-Length`` or counted while reading a chunked
+  one): 413 ``body_too_large``;
+* a body the server could not read (a malformed chunk, a client gone mid-body) or shorter than
+  its ``Content-Length``: 400 ``invalid_body``, never a 500.
+
+The limits match gunicorn's defaults, so both servers refuse the same requests in the same JSON.
+:func:`buffer_body` reads a Flask route's body here, so Flask sees it whole and never truncated.
+Imports only errors.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from sidecar.errors import BodyTooLarge, HeaderTooLarge, InvalidBody, UriTooLong
+
+MAX_BODY = 1024 * 1024
+MAX_TARGET = 8190
+MAX_HEADER_LINE = 8190
+
+
+def check_head(environ: dict[str, Any]) -> None:
+    """Raise for a request-target or a header line over the limits."""
+    if len(environ.get("PATH_INFO", "")) + len(environ.get("QUERY_STRING", "")) > MAX_TARGET:
+        raise UriTooLong(f"the request-target is over {MAX_TARGET} bytes")
+    for key, value in environ.items():
+        is_header = key.startswith("HTTP_") or key in ("CONTENT_TYPE", "CONTENT_LENGTH")
+        if is_header and isinstance(value, str) and len(key) + len(value) > MAX_HEADER_LINE:
+            raise HeaderTooLarge(f"a header line is over {MAX_HEADER_LINE} bytes",
+                                     header=key.removeprefix("HTTP_").replace("_", "-").title())
+
+
+def read_body(environ: dict[str, Any]) -> bytes:
+    """The whole request body; raises :class:`BodyTooLarge` or :class:`InvalidBody`."""
+    raw_length = environ.get("CONTENT_LENGTH") or ""
+    declared: int | None = None
+    if raw_length:
+        if not raw_length.isdigit():
+            raise InvalidBody("Content-Length is not a number")
+        declared = int(raw_length)
+        if declared > MAX_BODY:
+            raise BodyTooLarge("bodies are at most 1 MiB")
+    stream = environ["wsgi.input"]
+    try:
+        if declared is not None:
+            raw = bytes(stream.read(declared)) if declared else b""
+            if len(raw) != declared:
+                raise InvalidBody(f"the body ended after {len(raw)} of its {declared} bytes")
+            return raw
+        if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked" or environ.get("wsgi.input_terminated"):
+            raw = bytes(stream.read(MAX_BODY + 1))
+            if len(raw) > MAX_BODY:
+                raise BodyTooLarge("bodies are at most 1 MiB")
+            return raw
+    except OSError as error:  # gunicorn's chunk errors and a client gone mid-body are OSErrors
+        raise InvalidBody(f"the body could not be read ({type(error).__name__})") from None
+    return b""
+
+
+def buffer_body(environ: dict[str, Any]) -> None:
+    """Read the body now and hand it on with its exact length (Flask routes read it later)."""
+    chunked = environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
+    if not chunked and not environ.get("CONTENT_LENGTH"):
+        return
+    raw = read_body(environ)
+    environ["wsgi.input"] = io.BytesIO(raw)
+    environ["CONTENT_LENGTH"] = str(len(raw))
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
