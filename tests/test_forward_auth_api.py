@@ -41,7 +41,7 @@ SEED: list[tuple[str, dict[str, Any]]] = [
 
 
 def token(sub: str = "e-1", **claims: Any) -> str:
-    return jwt.encode({"sub": sub, "exp": int(time.time()) + 300, **claims}, SECRET, algorithm="HS256")
+    return jwt.encode({"sub": sub, "exp": int(time.time()) + 3600, **claims}, SECRET, algorithm="HS256")  # outlives the suite
 
 
 def bearer(sub: str = "e-1", **claims: Any) -> dict[str, str]:

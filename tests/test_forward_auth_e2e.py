@@ -131,7 +131,8 @@ def forget(upstream: EchoUpstream) -> None:
     upstream.requests.clear()
 
 
-def token(sub: str = "e-1", *, key: str = SECRET, algorithm: str = "HS256", ttl: int = 300, **claims: Any) -> str:
+def token(sub: str = "e-1", *, key: str = SECRET, algorithm: str = "HS256", ttl: int = 3600,
+          **claims: Any) -> str:  # made at collection: outlives the suite
     return jwt.encode({"sub": sub, "exp": int(time.time()) + ttl, **claims}, key, algorithm=algorithm)
 
 
