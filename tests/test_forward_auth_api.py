@@ -41,7 +41,8 @@ SEED: list[tuple[str, dict[str, Any]]] = [
 
 
 def token(sub: str = "e-1", **claims: Any) -> str:
-    return jwt.encode({"sub": sub, "exp": int(time.time()) + 3600, **claims}, SECRET, algorithm="HS256")  # outlives the suite
+    # made at collection time: an hour outlives the suite
+    return jwt.encode({"sub": sub, "exp": int(time.time()) + 3600, **claims}, SECRET, algorithm="HS256")
 
 
 def bearer(sub: str = "e-1", **claims: Any) -> dict[str, str]:
