@@ -18,32 +18,37 @@ from typing import Any
 ID_PATTERN = "^[A-Za-z0-9._-]{1,64}$"
 RIGHT_PATTERN = "^[a-z_]+:[a-z_*]+$"
 
-_ID = {"type": "string", "pattern": ID_PATTERN}
-_NULLABLE_ID = {"type": ["string", "null"], "pattern": ID_PATTERN}
-_TEXT = {"type": "string", "minLength": 1, "maxLength": 64}
-_REVISION = {"type": "string", "description": "a Redis stream id such as 1764288000000-0"}
-_STRINGS = {"type": "array", "items": {"type": "string"}}
-_OBJ = {"type": "object"}
+Schema = dict[str, Any]
+
+_ID: Schema = {"type": "string", "pattern": ID_PATTERN}
+_NULLABLE_ID: Schema = {"type": ["string", "null"], "pattern": ID_PATTERN}
+_TEXT: Schema = {"type": "string", "minLength": 1, "maxLength": 64}
+_REVISION: Schema = {"type": "string", "description": "a Redis stream id such as 1764288000000-0"}
+_STRINGS: Schema = {"type": "array", "items": {"type": "string"}}
+_OBJ: Schema = {"type": "object"}
 
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _object(required: list[str] | None = None, closed: bool = False, **properties: Any) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "properties": properties}
+def _object(required: list[str] | None = None, **properties: Schema) -> Schema:
+    schema: Schema = {"type": "object", "properties": properties}
     if required:
         schema["required"] = required
-    if closed:
-        schema["additionalProperties"] = False
     return schema
+
+
+def _closed(schema: Schema) -> Schema:
+    """A request body whose route refuses fields it does not know (400 unexpected fields)."""
+    return {**schema, "additionalProperties": False}
 
 
 _DEVICE = _object(id={"type": "string"}, name={"type": "string"}, platform={"type": "string"},
                   user_agent={"type": "string"})
 _CONTEXT = _object(mfa={"type": "boolean"}, ip={"type": "string"}, request_id={"type": "string"},
                    device=_DEVICE)
-_MEMBERSHIP_FIELDS = {"roles": {"type": "array", "items": _ID}, "allow": _STRINGS, "deny": _STRINGS}
+_MEMBERSHIP_FIELDS: dict[str, Schema] = {"roles": {"type": "array", "items": _ID}, "allow": _STRINGS, "deny": _STRINGS}
 _EVENT = _object(
     id={"type": "string"}, time={"type": "string"}, location=_NULLABLE_ID, chain=_NULLABLE_ID,
     employee={"type": ["string", "null"]}, action={"type": "string"},
@@ -71,24 +76,24 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                       revision={"type": ["string", "null"]}),
     "Roles": _object(["roles"], roles={"type": "array", "items": _object(["role", "rights"], role={"type": "string"},
                                                                          rights=_STRINGS)}),
-    "EmployeeWrite": _object(["active"], closed=True, active={"type": "boolean"},
+    "EmployeeWrite": _closed(_object(["active"], active={"type": "boolean"},
                              email={"type": ["string", "null"], "format": "email"},
-                             name={"type": ["string", "null"], "maxLength": 200}),
+                             name={"type": ["string", "null"], "maxLength": 200})),
     "Employee": _object(["employee", "active"], employee=_ID, active={"type": "boolean"},
                         email={"type": ["string", "null"]}, name={"type": ["string", "null"]}),
-    "ChainWrite": _object(closed=True, owner=_NULLABLE_ID),
+    "ChainWrite": _closed(_object(owner=_NULLABLE_ID)),
     "Chain": _object(["chain"], chain=_ID, owner=_NULLABLE_ID),
-    "LocationWrite": _object(closed=True, chain=_NULLABLE_ID, owner=_NULLABLE_ID),
+    "LocationWrite": _closed(_object(chain=_NULLABLE_ID, owner=_NULLABLE_ID)),
     "Location": _object(["location"], location=_ID, chain=_NULLABLE_ID, owner=_NULLABLE_ID),
-    "MembershipWrite": _object(["roles"], closed=True, **_MEMBERSHIP_FIELDS, provides_services={"type": "boolean"}),
-    "ChainMembershipWrite": _object(["roles"], closed=True, **_MEMBERSHIP_FIELDS),
+    "MembershipWrite": _closed(_object(["roles"], **_MEMBERSHIP_FIELDS, provides_services={"type": "boolean"})),
+    "ChainMembershipWrite": _closed(_object(["roles"], **_MEMBERSHIP_FIELDS)),
     "Membership": _object(["employee", "roles", "allow", "deny"], employee=_ID, location=_ID, chain=_ID,
                           **_MEMBERSHIP_FIELDS, provides_services={"type": "boolean"}),
     "Members": _object(["employees", "next_cursor"], employees={"type": "array", "items": _ref("Membership")},
                        next_cursor={"type": ["string", "null"]}, revision={"type": ["string", "null"]}),
     "Memberships": _object(["employee", "memberships"], employee=_ID,
                            memberships={"type": "array", "items": _ref("Membership")}),
-    "RoleWrite": _object(["rights"], closed=True, rights=_STRINGS, inherits={"type": "array", "items": _ID}),
+    "RoleWrite": _closed(_object(["rights"], rights=_STRINGS, inherits={"type": "array", "items": _ID})),
     "Role": _object(["role", "rights"], role=_ID, rights=_STRINGS, inherits={"type": "array", "items": _ID},
                     chain=_ID, location=_ID),
     "CustomRoles": _object(["roles"], roles={"type": "array", "items": _ref("Role")}),
@@ -160,12 +165,13 @@ class Route:
     path_schema: dict[str, Any] = field(default_factory=lambda: _ID)
 
 
-_SCOPE_QUERY = {"location": _ID, "chain": _ID}
-_PAGE = {"limit": {"type": "integer", "minimum": 1, "maximum": 500}, "cursor": {"type": "string"}}
-_ACTOR = {"actor": _ID}
-_EVENTS_QUERY = {"viewer": _ID, "category": {"type": "string"}, "employee": _ID, "action": {"type": "string"},
-                 "since": {"type": "string"}, "until": {"type": "string"}, **_PAGE,
-                 "format": {"enum": ["json", "csv"]}, "mfa": {"enum": ["0", "1"]}}
+_SCOPE_QUERY: dict[str, Schema] = {"location": _ID, "chain": _ID}
+_PAGE: dict[str, Schema] = {"limit": {"type": "integer", "minimum": 1, "maximum": 500}, "cursor": {"type": "string"}}
+_ACTOR: dict[str, Schema] = {"actor": _ID}
+_EVENTS_QUERY: dict[str, Schema] = {
+    "viewer": _ID, "category": {"type": "string"}, "employee": _ID, "action": {"type": "string"},
+    "since": {"type": "string"}, "until": {"type": "string"}, **_PAGE,
+    "format": {"enum": ["json", "csv"]}, "mfa": {"enum": ["0", "1"]}}
 _WRITE = (400, 403, 404, 409, 503)
 
 ROUTES: list[Route] = [

@@ -6,6 +6,7 @@ needs ``access:manage`` in the write's scope and may grant only rights they hold
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from email.utils import parseaddr
 from typing import Any
 
@@ -24,7 +25,7 @@ from sidecar.policy.directory import (
     TenantDirectory,
     check_id,
 )
-from sidecar.policy.escalation import check_escalation, check_location_write
+from sidecar.policy.escalation import check_escalation, check_location_write, check_removal, removal_scope
 from sidecar.policy.tenant import Tenant
 from sidecar.runtime import WriteRecord, current_runtime
 from sidecar.store.directory import Guard, WriteResult
@@ -48,6 +49,15 @@ def _guard(scope_of: Any, affected: list[str] | None) -> Guard | None:
         check_escalation(bundle, actor, before, after, scope_of(before, after), affected)
 
     return guard
+
+
+def _removal_guard(locations: Callable[[TenantDirectory], list[str]]) -> Guard | None:
+    """The escalation check of a delete: ``access:manage`` at the locations it concerns."""
+    actor = _actor()
+    if actor is None:
+        return None
+    bundle = current_runtime().bundle
+    return lambda before, after: check_removal(bundle, actor, before, locations(before))
 
 
 def _is_address(text: str) -> bool:
@@ -82,11 +92,14 @@ def list_roles() -> Any:
     return reply({"roles": [{"role": t.name, "rights": sorted(t.rights)} for t in bundle.templates.values()]})
 
 
-@bp.route("/v1/employees/<employee>", methods=["GET", "PUT"])
+@bp.route("/v1/employees/<employee>", methods=["GET", "PUT", "DELETE"])
 @require_scope("admin")
 def employee_route(employee: str) -> Any:
     ids(employee=employee)
     store = current_runtime().directory
+    if request.method == "DELETE":
+        result = store.delete_employee(employee, _removal_guard(lambda d: removal_scope(d, employee)))
+        return _written(result, "employee", {"employee": employee})
     if request.method == "GET":
         found = store.employee(employee)
         if found is None:
@@ -126,11 +139,18 @@ def chain_route(chain: str) -> Any:
     return _written(result, "chain", {"chain": chain})
 
 
-@bp.route("/v1/locations/<location>", methods=["GET", "PUT"])
+@bp.route("/v1/locations/<location>", methods=["GET", "PUT", "DELETE"])
 @require_scope("admin")
 def location_route(location: str) -> Any:
     ids(location=location)
     store = current_runtime().directory
+    if request.method == "DELETE":
+        cascade = request.args.get("cascade", "0")
+        if cascade not in ("0", "1"):
+            raise BadRequest("cascade must be 0 or 1", field="cascade")
+        result = store.delete_location(location, cascade=cascade == "1",
+                                       guard=_removal_guard(lambda d: [location]))
+        return _written(result, "location", {"location": location})
     if request.method == "GET":
         found = store.location(location)
         if found is None:
@@ -177,14 +197,14 @@ def chain_membership_route(chain: str, employee: str) -> Any:
     return _written(result, "chain_membership", {"chain": chain, "employee": employee})
 
 
-@bp.route("/v1/chains/<chain>/roles/<role>", methods=["GET", "PUT"])
+@bp.route("/v1/chains/<chain>/roles/<role>", methods=["GET", "PUT", "DELETE"])
 @require_scope("admin")
 def chain_role_route(chain: str, role: str) -> Any:
     ids(chain=chain, role=role)
     return _custom_role(Tenant.chain(chain), CHAIN_SCOPE, role, {"chain": chain, "role": role}, chain=chain)
 
 
-@bp.route("/v1/locations/<location>/roles/<role>", methods=["GET", "PUT"])
+@bp.route("/v1/locations/<location>/roles/<role>", methods=["GET", "PUT", "DELETE"])
 @require_scope("admin")
 def location_role_route(location: str, role: str) -> Any:
     ids(location=location, role=role)
@@ -194,16 +214,114 @@ def location_role_route(location: str, role: str) -> Any:
     return _custom_role(found.tenant, location, role, {"location": location, "role": role})
 
 
-def _custom_role(tenant: str, scope: str, role: str, subject: dict[str, str], chain: str | None = None) -> Any:
+def _custom_role(tenant: Tenant, scope: str, role: str, subject: dict[str, str], chain: str | None = None) -> Any:
     store = current_runtime().directory
     if request.method == "GET":
         found = store.custom_role(tenant, scope, role)
         if found is None:
             raise NotFound(f"no custom role {role} here")
         return reply({**subject, **found.to_json()})
+    if request.method == "DELETE":
+        where = (lambda d: sorted(d.locations)) if scope == CHAIN_SCOPE else (lambda d: [scope])
+        result = store.delete_custom_role(tenant, scope, role, _removal_guard(where))
+        return _written(result, "role", subject)
     if chain is not None and store.chain(chain) is None:
         raise NotFound(f"chain {chain} does not exist")
     record = CustomRole.from_json(role, scope, json_body())
     scope_of = _all_locations if scope == CHAIN_SCOPE else (lambda b, a: [scope])
     result = store.put_custom_role(tenant, scope, record, _guard(scope_of, None))
     return _written(result, "role", subject)
+
+
+# -- listings ------------------------------------------------------------------------------------
+def _page_of(entries: list[dict[str, Any]], revision: str) -> Any:
+    """One page of membership entries sorted by employee; the cursor is the last employee shown."""
+    raw_limit = request.args.get("limit", "100")
+    if not (raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= 500):
+        raise BadRequest("limit must be a whole number from 1 to 500", field="limit")
+    limit = int(raw_limit)
+    cursor = request.args.get("cursor")
+    if cursor is not None:
+        check_id(cursor, "cursor")
+        entries = [e for e in entries if e["employee"] > cursor]
+    people = sorted({e["employee"] for e in entries})
+    shown = set(people[:limit])
+    more = len(people) > limit
+    return reply({"employees": [e for e in entries if e["employee"] in shown],
+                  "next_cursor": people[limit - 1] if more else None, "revision": revision})
+
+
+def _entries(directory: TenantDirectory, location: str | None = None,
+             employee: str | None = None) -> list[dict[str, Any]]:
+    """Memberships as JSON, sorted by employee: at ``location`` (chain-wide ones apply there too),
+    or every one of the tenant; only ``employee``'s when given."""
+    chain = directory.tenant.id if directory.tenant.is_chain else None
+    entries = [{"employee": who, "location": where, **m.to_json()}
+               for (who, where), m in directory.memberships.items()
+               if (location is None or where == location) and (employee is None or who == employee)]
+    if chain is not None:
+        entries += [{"employee": who, "chain": chain, **m.to_json(chain_wide=True)}
+                    for who, m in directory.chain_memberships.items() if employee is None or who == employee]
+    return sorted(entries, key=lambda e: (e["employee"], "chain" in e, e.get("location", "")))
+
+
+@bp.get("/v1/locations/<location>/employees")
+@require_scope("admin")
+def location_members(location: str) -> Any:
+    ids(location=location)
+    store = current_runtime().directory
+    found = store.location(location)
+    if found is None:
+        raise NotFound(f"location {location} does not exist")
+    directory = store.load_tenant(found.tenant)
+    return _page_of(_entries(directory, location=location), directory.revision)
+
+
+@bp.get("/v1/chains/<chain>/employees")
+@require_scope("admin")
+def chain_members(chain: str) -> Any:
+    ids(chain=chain)
+    store = current_runtime().directory
+    if store.chain(chain) is None:
+        raise NotFound(f"chain {chain} does not exist")
+    directory = store.load_tenant(Tenant.chain(chain))
+    return _page_of(_entries(directory), directory.revision)
+
+
+@bp.get("/v1/employees/<employee>/memberships")
+@require_scope("admin")
+def employee_memberships(employee: str) -> Any:
+    ids(employee=employee)
+    store = current_runtime().directory
+    if store.employee(employee) is None:
+        raise NotFound(f"employee {employee} does not exist")
+    entries = [entry for tenant in store.tenants_of(employee)
+               for entry in _entries(store.load_tenant(tenant), employee=employee)]
+    return reply({"employee": employee, "memberships": entries})
+
+
+@bp.get("/v1/chains/<chain>/roles")
+@require_scope("admin")
+def chain_roles(chain: str) -> Any:
+    ids(chain=chain)
+    store = current_runtime().directory
+    if store.chain(chain) is None:
+        raise NotFound(f"chain {chain} does not exist")
+    return _roles_of(store.load_tenant(Tenant.chain(chain)), CHAIN_SCOPE, {"chain": chain})
+
+
+@bp.get("/v1/locations/<location>/roles")
+@require_scope("admin")
+def location_roles(location: str) -> Any:
+    ids(location=location)
+    store = current_runtime().directory
+    found = store.location(location)
+    if found is None:
+        raise NotFound(f"location {location} does not exist")
+    return _roles_of(store.load_tenant(found.tenant), location, {"location": location})
+
+
+def _roles_of(directory: TenantDirectory, scope: str, where: dict[str, str]) -> Any:
+    roles = [{**where, **role.to_json()} for (role_scope, _), role in sorted(directory.custom_roles.items())
+             if role_scope == scope]
+    return reply({"roles": roles})

@@ -70,3 +70,17 @@ def _held(engine: TenantEngine, employee: str, location: str) -> frozenset[str]:
     if person is None or not person.active:
         return frozenset()
     return engine.rights(employee, location)
+
+
+def check_removal(bundle: PolicyBundle, actor: str, before: TenantDirectory, locations: list[str]) -> None:
+    """A removal (an employee, a location, a custom role nobody uses) grants no one anything, so
+    the actor needs only ``access:manage`` at every location it concerns, read before the write."""
+    if not locations or MANAGE not in actor_rights(TenantEngine(bundle, before), actor, locations):
+        raise Escalation(f"actor {actor} does not hold {MANAGE} here", actor=actor)
+
+
+def removal_scope(directory: TenantDirectory, employee: str) -> list[str]:
+    """The locations an employee's memberships in this tenant apply to."""
+    if employee in directory.chain_memberships:
+        return sorted(directory.locations)
+    return sorted(location for who, location in directory.memberships if who == employee)

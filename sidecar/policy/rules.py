@@ -8,7 +8,8 @@ others accept too:
   location's own custom roles, the chain's, or a template (never another location's role);
 * a custom role does not take a template's name, names only known rights, inherits only roles
   that exist in its scope, and never inherits itself (at any depth); a location's role belongs
-  to a location of the tenant.
+  to a location of the tenant;
+* a custom role is removed only once no membership and no other custom role refers to it.
 
 Pure: imports ``sidecar.errors`` and ``sidecar.policy`` only.
 """
@@ -61,6 +62,19 @@ def validate_custom_role(directory: TenantDirectory, role: CustomRole, bundle: P
         if directory.resolve_role(parent, role.scope, bundle.templates) is None:
             raise UnknownRole(f"role {role.name} inherits unknown role {parent}", role=parent)
     _check_no_cycle(directory, role, set(bundle.templates))
+
+
+def check_role_unused(directory: TenantDirectory, role: tuple[str, str], bundle: PolicyBundle) -> None:
+    """409 while a membership or another custom role refers to the custom role ``(scope, name)``."""
+    resolves = directory.resolve_role
+    users = [f"{employee}@{location}" for (employee, location), m in sorted(directory.memberships.items())
+             if any(resolves(r, location, bundle.templates) == role for r in m.roles)]
+    users += [f"{employee}@chain" for employee, m in sorted(directory.chain_memberships.items())
+              if any(resolves(r, CHAIN_SCOPE, bundle.templates) == role for r in m.roles)]
+    users += [f"role:{name}" for (scope, name), other in sorted(directory.custom_roles.items())
+              if (scope, name) != role and any(resolves(p, scope, bundle.templates) == role for p in other.inherits)]
+    if users:
+        raise Conflict(f"role {role[1]} is still assigned or inherited: {users[:20]}", role=role[1], used_by=users[:20])
 
 
 def _check_no_cycle(directory: TenantDirectory, role: CustomRole, templates: set[str]) -> None:

@@ -39,7 +39,7 @@ from sidecar.policy.directory import (
     Membership,
     TenantDirectory,
 )
-from sidecar.policy.rules import validate_custom_role, validate_membership
+from sidecar.policy.rules import check_role_unused, validate_custom_role, validate_membership
 from sidecar.policy.tenant import NO_TENANT, Tenant
 from sidecar.store.connection import translated_errors
 from sidecar.store.replication import acknowledged
@@ -520,3 +520,95 @@ class DirectoryStore:
             return write
 
         return self._run([rev_key(tenant)], prepare, "role", f"{tenant}/{scope}/{role.name}")
+
+    # -- deletes ----------------------------------------------------------------------------
+    def delete_employee(self, employee: str, guard: Guard | None = None) -> WriteResult:
+        """Remove an employee and every membership they hold; the audit trail keeps their events."""
+
+        def prepare(pipe: Any) -> _Write:
+            before = self._get(pipe, emp_key(employee))
+            if before is None:
+                raise NotFound(f"employee {employee} does not exist", employee=employee)
+            tenants = sorted(Tenant.parse(m.decode()) for m in pipe.smembers(tenants_key(employee)))
+            if tenants:
+                pipe.watch(*(rev_key(t) for t in tenants))
+            removed: dict[str, Any] = {}
+            write = _Write({**before, "memberships": removed}, None)
+            for tenant in tenants:
+                current = self.load_tenant(tenant, pipe)
+                after = current.copy()
+                for employee_, location in list(after.memberships):
+                    if employee_ == employee:
+                        removed[location] = after.memberships.pop((employee, location)).to_json()
+                        write.hdel(tenant_key(tenant), f"m:{location}:{employee}")
+                if after.chain_memberships.pop(employee, None) is not None:
+                    removed[f"chain:{tenant.id}"] = True
+                    write.hdel(tenant_key(tenant), f"cm:{employee}")
+                after.employees.pop(employee, None)
+                if guard:
+                    guard(current, after)
+            write.delete(emp_key(employee))
+            write.delete(tenants_key(employee))
+            write.touch(*tenants)
+            return write
+
+        return self._run([emp_key(employee), tenants_key(employee)], prepare, "employee", employee, employee)
+
+    def delete_location(self, location: str, *, cascade: bool, guard: Guard | None = None) -> WriteResult:
+        """Remove a location: 409 while employees hold a membership there, unless ``cascade``
+        (which removes those memberships and the location's custom roles too)."""
+
+        def prepare(pipe: Any) -> _Write:
+            before = self._get(pipe, loc_key(location))
+            if before is None:
+                raise NotFound(f"location {location} does not exist", location=location)
+            tenant = Location(location, before.get("chain"), before.get("owner")).tenant
+            pipe.watch(rev_key(tenant))
+            current = self.load_tenant(tenant, pipe)
+            after = current.copy()
+            members = sorted(e for e, where in current.memberships if where == location)
+            if members and not cascade:
+                raise Conflict(f"location {location} has {len(members)} members; remove them or use ?cascade=1",
+                               members=members[:20])
+            write = _Write({**before, "members": members}, None)
+            for employee in members:
+                after.memberships.pop((employee, location))
+                write.hdel(tenant_key(tenant), f"m:{location}:{employee}")
+            for scope, name in [key for key in current.custom_roles if key[0] == location]:
+                after.custom_roles.pop((scope, name))
+                write.hdel(tenant_key(tenant), f"role:{location}:{name}")
+            after.locations.pop(location, None)
+            for employee in members:
+                if employee not in after.members():
+                    write.srem(tenants_key(employee), tenant)
+            if guard:
+                guard(current, after)
+            write.hdel(tenant_key(tenant), f"loc:{location}")
+            write.delete(loc_key(location))
+            if tenant.kind == "location":
+                write.delete(tenant_key(tenant))
+            write.touch(tenant)
+            return write
+
+        return self._run([loc_key(location)], prepare, "location", location)
+
+    def delete_custom_role(self, tenant: Tenant, scope: str, role: str, guard: Guard | None = None) -> WriteResult:
+        """Remove a custom role: 409 while a membership or another custom role uses it."""
+        bundle = self._bundle()
+
+        def prepare(pipe: Any) -> _Write:
+            current = self.load_tenant(tenant, pipe)
+            found = current.custom_roles.get((scope, role))
+            if found is None:
+                raise NotFound(f"no custom role {role} here", role=role)
+            check_role_unused(current, (scope, role), bundle)
+            after = current.copy()
+            after.custom_roles.pop((scope, role))
+            if guard:
+                guard(current, after)
+            write = _Write(found.to_json(), None)
+            write.hdel(tenant_key(tenant), role_field(scope, role))
+            write.touch(tenant)
+            return write
+
+        return self._run([rev_key(tenant)], prepare, "role", f"{tenant}/{scope}/{role}")
