@@ -35,7 +35,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
                      SIDECAR_JWT_SECRET="contract-test-secret-of-at-least-32-bytes") as server:
         for path, body in [("/v1/chains/ch-1", {}), ("/v1/locations/l-1", {"chain": "ch-1"}),
                            ("/v1/employees/e-1", {"active": True, "name": "Ann"}),
-                           ("/v1/locations/l-1/employees/e-1", {"roles": ["administrator"]})]:
+                           ("/v1/locations/l-1/employees/e-1", {"roles": ["owner"]})]:
             assert server.call(path, "PUT", body)[0] == 200
         yield server
 
@@ -82,9 +82,10 @@ SUCCESS_CALLS = [
     ("GET", "/v1/locations/l-1/employees", None),
     ("GET", "/v1/employees/e-1/memberships", None),
     ("GET", "/v1/locations/l-1/employees/e-1/rights", None),
-    ("PUT", "/v1/chains/ch-1/roles/greeter", {"rights": ["appointment:read"]}),
+    ("PUT", "/v1/chains/ch-1/roles/greeter", {"rights": ["calendar:view"]}),
     ("GET", "/v1/chains/ch-1/roles/greeter", None),
     ("GET", "/v1/chains/ch-1/roles", None),
+    ("PUT", "/v1/employees/e-2", {"active": True}),
     ("PUT", "/v1/chains/ch-1/employees/e-2", {"roles": ["greeter"]}),
     ("GET", "/v1/chains/ch-1/employees", None),
     ("POST", "/v1/check", {"employee": "e-1", "location": "l-1", "resource": "appointment", "action": "create"}),
@@ -99,6 +100,7 @@ SUCCESS_CALLS = [
         {"employee": "e-1", "location": "l-1", "membership": {"roles": ["marketer"]}}]}),
     ("DELETE", "/v1/chains/ch-1/employees/e-2", None),
     ("DELETE", "/v1/chains/ch-1/roles/greeter", None),
+    ("DELETE", "/v1/employees/e-2", None),
 ]
 
 
