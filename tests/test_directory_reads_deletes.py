@@ -24,7 +24,8 @@ def test_location_members_list_direct_and_chain_wide_memberships(chain) -> None:
     answer = chain.get("/v1/locations/l-1/employees", scope="admin").get_json()
     assert [(e["employee"], e.get("location"), e.get("chain")) for e in answer["employees"]] == [
         ("ann", "l-1", None), ("bob", "l-1", None), ("boss", None, "ch-1")]
-    assert answer["employees"][0]["roles"] == ["service_provider"] and answer["employees"][0]["provides_services"] is True
+    ann = answer["employees"][0]
+    assert ann["roles"] == ["service_provider"] and ann["provides_services"] is True
     assert answer["next_cursor"] is None and answer["revision"]
 
 
