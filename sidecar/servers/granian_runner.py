@@ -22,6 +22,7 @@ alive (README "Benchmarks"). How the sidecar uses it:
 
 from __future__ import annotations
 
+import atexit
 import logging
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,9 @@ class _Worker:
             MPServer._spawn_wsgi_worker(*args)
         finally:
             self.app.stop()
+            # A forked multiprocessing child ends with os._exit, skipping atexit handlers; run them
+            # here, as a gunicorn worker's normal exit does (they ship what is left to ship).
+            atexit._run_exitfuncs()
 
 
 def run(app: WorkerApp, *, host: str, port: int, uds: Path | None, workers: int, max_connections: int) -> None:
