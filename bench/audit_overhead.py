@@ -105,8 +105,8 @@ def in_process(args: argparse.Namespace) -> int:
     out = sys.stdout
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115  # the app's log lines, for the whole run
 
-    from sidecar import audit
     from sidecar.app import create_app
+    from sidecar.audit.listeners import CheckEvents
     from sidecar.config import Settings
     from sidecar.store.redis_server import RedisServer
     from sidecar.tokens import SCOPES, TokenFile
@@ -119,7 +119,7 @@ def in_process(args: argparse.Namespace) -> int:
             token = TokenFile(settings.tokens_path).create("bench", list(SCOPES))
             app = create_app(settings, redis_url=server.url)
             runtime = app.extensions["sidecar"]
-            listener = audit.auditor_for(runtime).after_check
+            listener = next(f for f in runtime.after_check if isinstance(f, CheckEvents))
             client = app.test_client()
             _seed(client, token)
             bodies = _bodies(args.checks)
@@ -132,7 +132,7 @@ def in_process(args: argparse.Namespace) -> int:
                     results[mode].append(_round(client, token, bodies))
                     if mode == "off":
                         runtime.after_check.append(listener)
-            events = audit.auditor_for(runtime).store.verify("c:ch-1")
+            events = runtime.audit_log.verify("c:ch-1")
             runtime.stop()
         finally:
             server.stop()

@@ -565,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
             order = chains[:]
             rng.shuffle(order)
             del directory
-            from sidecar.runtime import settle_heap
+            from sidecar.servers.worker import settle_heap
 
             settle_heap()  # what a worker does when it starts (sidecar.app.create_app)
 

@@ -1,7 +1,10 @@
-"""The ``sidecar`` command: serve, token create, check, policy test, import, seats.
+"""The ``sidecar`` command: serve, token create, check, policy test, import, audit verify, seats.
 
 Every command reads the same ``SIDECAR_*`` settings as the server; a bad value is named in a
-one-line error and exit status 2, never a traceback.
+one-line error and exit status 2, never a traceback. Commands that need Redis build the same
+:class:`~sidecar.runtime.Runtime` a worker does (without starting its threads).
+
+Imports: anything (an entry point).
 """
 
 from __future__ import annotations
@@ -9,16 +12,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from sidecar import logs
 from sidecar.config import ConfigError, Settings
 from sidecar.errors import SidecarError
 from sidecar.policy.bundle import load_bundle
+from sidecar.policy.directory import chain_tenant, check_id, location_tenant
 from sidecar.policy.files import PolicyFileError
-from sidecar.policy.seats import Seats
+from sidecar.policy.seats import Scope, Seats, count_seats
+from sidecar.policy.suites import run_suites
+from sidecar.policy.tenant import Tenant
+from sidecar.runtime import Runtime
+from sidecar.server import ServeOptions, serve
 from sidecar.startup import bootstrap_token, redis_refusal
+from sidecar.store.connection import resolve_redis
+from sidecar.store.importer import InvalidImport, import_lines
 from sidecar.tokens import SCOPES, TokenFile
 
 SERVERS = ("granian", "gunicorn")  # what `sidecar serve --server` runs (sidecar/servers/)
@@ -116,17 +128,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "import":
         return _import(args, settings)
     if args.command == "audit":
-        from sidecar.audit import verify_command
-
-        return verify_command(settings, chain=args.chain, location=args.location)
+        return _audit_verify(args, settings)
     if args.command == "seats":
         return _seats(args, settings)
     raise AssertionError(args.command)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from sidecar.server import ServeOptions, serve
-
     load_bundle(settings.policy_dir)  # a broken policy file fails the start, naming file and line
     refusal = redis_refusal(settings)
     if refusal is not None:
@@ -139,8 +147,6 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _policy(args: argparse.Namespace, settings: Settings) -> int:
-    from sidecar.policy.suites import run_suites
-
     bundle = load_bundle(settings.policy_dir)
     if args.policy_command == "lint":
         print(f"policies in {bundle.directory}: {len(bundle.catalogue.rights)} rights, "
@@ -154,63 +160,73 @@ def _policy(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failed else 0
 
 
-def _check(args: argparse.Namespace, settings: Settings) -> int:
-    from sidecar.policy.decisions import decide
-    from sidecar.store.connection import connect, resolve_redis
-    from sidecar.store.directory import DirectoryStore
-    from sidecar.store.replica import Replica
-
-    bundle = load_bundle(settings.policy_dir)
+@contextmanager
+def _runtime(settings: Settings, *, redis_timeout_s: float = 1.0) -> Iterator[Runtime]:
+    """The same composition root as a worker's, for one command (no threads started); stopped after."""
     url, _ = resolve_redis(settings)
-    store = DirectoryStore(connect(url), lambda: bundle)
-    engine = Replica(store, lambda: bundle, url).engine_for_location(args.location)
-    decision = decide(engine, args.employee, args.location, args.right, mfa=args.mfa, explain=True)
+    runtime = Runtime(settings, url, redis_timeout_s=redis_timeout_s)
+    try:
+        yield runtime
+    finally:
+        runtime.stop()
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    with _runtime(settings) as runtime:
+        decision = runtime.decide(args.employee, args.location, args.right, mfa=args.mfa, explain=True)
     print(json.dumps({"allowed": decision.allowed, "reason": decision.reason,
                       "explanation": decision.explanation}, indent=2))
     return 0 if decision.allowed else 3
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
-    import time
-
-    from sidecar.store.connection import connect, resolve_redis
-    from sidecar.store.directory import DirectoryStore
-    from sidecar.store.importer import InvalidImport, import_lines
-
-    bundle = load_bundle(settings.policy_dir)
-    url, _ = resolve_redis(settings)
-    store = DirectoryStore(connect(url, timeout_s=30), lambda: bundle)
     started = time.monotonic()
-    try:
-        with open(args.file, encoding="utf-8") as lines:
-            summary = import_lines(store, bundle, lines, progress=lambda m: print(f"sidecar: {m}", file=sys.stderr))
-    except InvalidImport as exc:
-        print(f"sidecar: {args.file}: {exc}; nothing was written", file=sys.stderr)
-        return 1
+    with _runtime(settings, redis_timeout_s=30) as runtime:
+        try:
+            with open(args.file, encoding="utf-8") as lines:
+                summary = import_lines(runtime.directory, runtime.bundle, lines,
+                                       progress=lambda m: print(f"sidecar: {m}", file=sys.stderr))
+        except InvalidImport as exc:
+            print(f"sidecar: {args.file}: {exc}; nothing was written", file=sys.stderr)
+            return 1
     summary["seconds"] = round(time.monotonic() - started, 2)
     print(json.dumps(summary))
     return 0
 
 
-def _seats(args: argparse.Namespace, settings: Settings) -> int:
-    from sidecar.policy.seats import Scope, count_seats
-    from sidecar.policy.tenant import Tenant
-    from sidecar.store.connection import connect, resolve_redis
-    from sidecar.store.directory import DirectoryStore
-    from sidecar.store.replica import Replica
+def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """Verify one log's hash chain; print the count (exit 0) or the first bad event (exit 1)."""
+    with _runtime(settings, redis_timeout_s=30) as runtime:
+        if args.chain is not None:
+            log_id = chain_tenant(check_id(args.chain, "chain"))
+        else:
+            location = check_id(args.location, "location")
+            found = runtime.directory.location(location)
+            owner = found.chain if found is not None else None
+            log_id = chain_tenant(owner) if owner else location_tenant(location)
+            if owner:
+                print(f"location {location} is in chain {owner}: verifying the chain's log")
+        verdict = runtime.audit_log.verify(log_id)
+    if verdict.intact:
+        print(f"{log_id}: intact, {verdict.count} events")
+        return 0
+    print(f"{log_id}: BROKEN after {verdict.count} good events: event {verdict.event_id} "
+          f"(log position {verdict.stream_id}): {verdict.problem}")
+    return 1
 
-    bundle = load_bundle(settings.policy_dir)
-    url, _ = resolve_redis(settings)
-    replica = Replica(DirectoryStore(connect(url), lambda: bundle), lambda: bundle, url)
+
+
+def _seats(args: argparse.Namespace, settings: Settings) -> int:
     scope = Scope("chain", args.chain) if args.chain else Scope("location", args.location)
-    if scope.kind == "chain":
-        engine = replica.engine(Tenant.chain(scope.id)) if replica.store.chain(scope.id) else None
-    else:
-        engine = replica.engine_for_location(scope.id)
-    if engine is None:
-        print(f"sidecar: {scope.kind} {scope.id} does not exist", file=sys.stderr)
-        return 1
-    print(render_table(count_seats(engine, scope, args.rule or settings.billing_rule), explain=args.explain))
+    with _runtime(settings) as runtime:
+        if scope.kind == "chain":
+            engine = runtime.replica.engine(Tenant.chain(scope.id)) if runtime.directory.chain(scope.id) else None
+        else:
+            engine = runtime.replica.engine_for_location(scope.id)
+        if engine is None:
+            print(f"sidecar: {scope.kind} {scope.id} does not exist", file=sys.stderr)
+            return 1
+        print(render_table(count_seats(engine, scope, args.rule or settings.billing_rule), explain=args.explain))
     return 0
 
 

@@ -1,16 +1,20 @@
 """Prometheus metrics, correct under several gunicorn workers.
 
-``sidecar serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` before the workers start, so each worker
+``sidecar serve`` calls :func:`use_multiprocess` before the workers start, so each worker
 writes its samples to files there and ``/metrics`` aggregates them; a test process without it
 uses the ordinary in-process registry.
+
+Imports: prometheus_client only (importable from anywhere).
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -18,6 +22,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client import values as prometheus_values
 
 REQUESTS = Counter("sidecar_http_requests_total", "HTTP requests answered", ["route", "status"])
 LATENCY = Histogram(
@@ -29,13 +34,36 @@ POLICY_RELOADS = Counter("sidecar_policy_reloads_total", "Policy reloads", ["res
 MFA_EVENTS = Counter("sidecar_mfa_events_total", "Two-step authentication events", ["action"])
 AUDIT_EVENTS = Counter("sidecar_audit_events_total",
                        "Audit events by result: written (to Redis), spooled, replayed, duplicate, failed", ["result"])
-TENANTS_LOADED = Gauge("sidecar_tenants_loaded", "Tenants held in memory", multiprocess_mode="livesum")
-AUDIT_ARCHIVED = Counter("sidecar_audit_archived_total", "Audit events moved from Redis to the PostgreSQL archive")
-AUDIT_ARCHIVE_UP = Gauge("sidecar_audit_archive_up",
-                         "1 when the audit archive (PostgreSQL) answered this process's last check, else 0",
-                         multiprocess_mode="min")
-REDIS_OUTAGES = Counter("sidecar_redis_outages_total", "Redis outages seen by a worker (the circuit opened)")
-SEAT_CHANGES = Counter("sidecar_seat_changes_total", "Changes of paid status recorded in the seat history")
+
+
+def _unlabelled() -> tuple[Gauge, Counter, Gauge, Counter, Counter]:
+    """The metrics without labels: their one sample is made with the metric."""
+    return (Gauge("sidecar_tenants_loaded", "Tenants held in memory", multiprocess_mode="livesum"),
+            Counter("sidecar_audit_archived_total", "Audit events moved from Redis to the PostgreSQL archive"),
+            Gauge("sidecar_audit_archive_up",
+                  "1 when the audit archive (PostgreSQL) answered this process's last check, else 0",
+                  multiprocess_mode="min"),
+            Counter("sidecar_redis_outages_total", "Redis outages seen by a worker (the circuit opened)"),
+            Counter("sidecar_seat_changes_total", "Changes of paid status recorded in the seat history"))
+
+
+TENANTS_LOADED, AUDIT_ARCHIVED, AUDIT_ARCHIVE_UP, REDIS_OUTAGES, SEAT_CHANGES = _unlabelled()
+
+
+def use_multiprocess(directory: Path) -> None:
+    """Write samples to files under ``directory``, so ``/metrics`` adds up every gunicorn worker.
+
+    Called before the workers fork. prometheus_client picks where samples live when it is first
+    imported, which the ``sidecar`` command has done already: the pick is made again here, and
+    the unlabelled metrics (whose sample exists since import) are made again. Labelled samples
+    are made in the workers, later.
+    """
+    global TENANTS_LOADED, AUDIT_ARCHIVED, AUDIT_ARCHIVE_UP, REDIS_OUTAGES, SEAT_CHANGES
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    prometheus_values.ValueClass = prometheus_values.get_value_class()
+    for metric in (TENANTS_LOADED, AUDIT_ARCHIVED, AUDIT_ARCHIVE_UP, REDIS_OUTAGES, SEAT_CHANGES):
+        REGISTRY.unregister(metric)
+    TENANTS_LOADED, AUDIT_ARCHIVED, AUDIT_ARCHIVE_UP, REDIS_OUTAGES, SEAT_CHANGES = _unlabelled()
 
 
 def render() -> tuple[bytes, str]:

@@ -1,74 +1,68 @@
-"""The runtime: what one worker holds between requests, created after gunicorn's fork.
+"""The runtime: the composition root. What one worker (or one CLI command) holds, built after the fork.
 
-It owns the Redis client, the current policy bundle (reloaded into a copy, then swapped; a
-broken reload keeps the last good one), the directory store, this replica's tenant cache and
-the token file. Blueprints reach it with ``current_runtime()``.
+It builds and owns every service: the Redis client, the current policy bundle (reloaded into a
+copy, then swapped; a broken reload keeps the last good one), the directory store, this
+replica's tenant cache, the token file, the audit trail (the Auditor and its listeners), the
+seat history and its recorder, the two-step service and the forward-auth JWT verifier. It
+subscribes the audit and billing listeners to checks and writes itself. ``start()`` starts every
+thread (the change-log follower, the audit shipper); ``stop()`` stops them and closes Redis.
+
+No Flask here: the web layer reaches the runtime through ``sidecar.api.context``.
+
+Imports: policy, store, audit, mfa, billing, forward_auth, tokens, config, errors, metrics.
 """
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 import structlog
-from flask import current_app
 
 from sidecar import metrics
+from sidecar.audit import Auditor
+from sidecar.audit.listeners import CheckEvents, WriteEvents
+from sidecar.billing import SeatRecorder
 from sidecar.config import Settings
-from sidecar.errors import StoreUnavailable
+from sidecar.forward_auth.jwt_auth import JwtVerifier, load_verifier
+from sidecar.mfa.service import TwoStep
+from sidecar.mfa.trail import Trail
 from sidecar.policy.bundle import PolicyBundle, fingerprint, load_bundle
 from sidecar.policy.decisions import Decision, decide
 from sidecar.policy.files import PolicyFileError
-from sidecar.store.connection import connect
+from sidecar.policy.records import CheckRecord, WriteRecord
+from sidecar.store.audit_log import AuditLog
+from sidecar.store.connection import Client, connect
 from sidecar.store.directory import DirectoryStore
 from sidecar.store.health import RedisHealth, RedisWatch, readiness
 from sidecar.store.replica import Replica
+from sidecar.store.seat_history import SeatHistory
+from sidecar.store.spool import Spool
 from sidecar.tokens import TokenFile
 
 log = structlog.get_logger("sidecar.runtime")
 
 
-@dataclass(frozen=True)
-class CheckRecord:
-    """What a finished check was about: handed to ``Runtime.after_check`` listeners (audit)."""
-
-    employee: str
-    location: str
-    decisions: list[tuple[Decision, str]]  # (decision, decision_id)
-    context: dict[str, Any] = field(default_factory=dict)
-    request_id: str | None = None
-    source: str = "check"  # check | batch | forward_auth
-
-
-@dataclass(frozen=True)
-class WriteRecord:
-    """A committed directory write: handed to ``Runtime.after_write`` listeners (audit, seats)."""
-
-    kind: str  # employee | chain | location | membership | chain_membership | role
-    subject: dict[str, str]
-    revision: str
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-    tenants: tuple[str, ...]
-    actor: str | None
-    request_id: str | None = None
-
-
 class Runtime:
-    def __init__(self, settings: Settings, redis_url: str) -> None:
+    """Every service of one process, built in dependency order; nothing runs until ``start()``.
+
+    A bad setting (an unusable JWT key) or a broken policy file fails the construction.
+    ``redis_timeout_s`` is how long a Redis command may take (default ``SIDECAR_REDIS_TIMEOUT_S``;
+    longer for a bulk CLI command).
+    """
+
+    def __init__(self, settings: Settings, redis_url: str, *, redis_timeout_s: float | None = None) -> None:
         self.settings = settings
         self.redis_url = redis_url
         self.bundle: PolicyBundle = load_bundle(settings.policy_dir)  # a broken policy fails the start
         self.policy_error: str | None = None
         # One breaker per worker: a hung or lost Redis costs this worker one timeout, then writes
         # fail fast (503) and decisions come from memory until the probe sees Redis again.
+        timeout_s = redis_timeout_s if redis_timeout_s is not None else settings.redis_timeout_s
         self.redis_health = RedisHealth(on_outage=metrics.REDIS_OUTAGES.inc)
-        self.redis: redis.Redis = connect(redis_url, timeout_s=settings.redis_timeout_s, health=self.redis_health)
+        self.redis: Client = connect(redis_url, timeout_s=timeout_s, health=self.redis_health)
         self.redis_watch = RedisWatch(self.redis_health, connect(redis_url, timeout_s=settings.redis_timeout_s),
                                       on_recovery=[self.redis])
         self.directory = DirectoryStore(self.redis, lambda: self.bundle, min_replicas=settings.redis_min_replicas,
@@ -79,19 +73,33 @@ class Runtime:
         self._failed_stamp: str | None = None  # a broken edit is reported once, not at every poll
         self._reload_lock = threading.Lock()
         self._started = False
-        # Features (audit, seats) subscribe here in their init_app; the core stays unaware of them.
-        self.after_check: list[Callable[[CheckRecord], None]] = []
-        self.after_write: list[Callable[[WriteRecord], None]] = []
+        self.audit_log = AuditLog(self.redis, settings.audit_retention_days, min_replicas=settings.redis_min_replicas,
+                                  wait_timeout_s=settings.redis_wait_timeout_s)
+        self.auditor = Auditor(self.audit_log, Spool(settings.data_dir / "audit-spool"), self.directory)
+        self.seat_history = SeatHistory(self.redis)
+        self.two_step = TwoStep(settings, self.redis, self.directory, Trail(self.auditor, self.directory))
+        self.jwt_verifier: JwtVerifier | None = load_verifier(settings)  # None: forward-auth answers 503
+        # Listeners of checks and writes: the core publishes records, unaware of audit and seats.
+        self.after_check: list[Callable[[CheckRecord], None]] = [
+            CheckEvents(self.auditor, lambda: self.bundle, self.replica)]
+        self.after_write: list[Callable[[WriteRecord], None]] = [
+            WriteEvents(self.auditor), SeatRecorder(self.replica, self.seat_history, settings)]
 
     def start(self) -> None:
-        """Start background work (the change-log follower). Idempotent."""
+        """Start background work (the change-log follower, the audit shipper). Idempotent."""
         if not self._started:
             self._started = True
             self.redis_watch.probe_once()  # know at once whether this worker starts in an outage
             self.redis_watch.start()
             self.replica.start()
+            self.auditor.start()
 
     def stop(self) -> None:
+        """Stop every thread this runtime started (shipping pending audit records first), close Redis.
+
+        Idempotent; also right for a runtime that was never started.
+        """
+        self.auditor.stop()
         self.replica.stop()
         self.redis_watch.stop()
         self.redis.close()
@@ -152,24 +160,3 @@ class Runtime:
                              "policies": "loaded", "policy_reload_error": self.policy_error,
                              "replica": self.replica.snapshot()}
 
-
-def settle_heap() -> None:
-    """Move what a fresh worker holds (modules, the app, the policy bundle) out of the GC's sight.
-
-    A worker's heap grows to hundreds of thousands of long-lived objects as tenants load; each
-    full collection scans them all and pauses a request for tens of milliseconds. Objects
-    frozen here are never scanned again (the standard gunicorn-worker remedy, gc.freeze).
-    """
-    gc.collect()
-    gc.freeze()
-    # A worker allocates in bursts (a tenant load) and keeps most of it: young collections every
-    # 700 allocations mostly find nothing, and each one brings the next full collection closer.
-    gc.set_threshold(20_000, 10, 10)
-
-
-def current_runtime() -> Runtime:
-    runtime: Runtime = current_app.extensions["sidecar"]
-    return runtime
-
-
-__all__ = ["CheckRecord", "Runtime", "StoreUnavailable", "WriteRecord", "current_runtime"]

@@ -8,13 +8,13 @@ before the workers start.
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
+from sidecar import metrics
 from sidecar.config import Settings
 from sidecar.servers import granian_runner, gunicorn_runner
 from sidecar.servers.worker import WorkerApp
@@ -39,7 +39,7 @@ def serve(settings: Settings, options: ServeOptions) -> None:
     metrics_dir = Path(settings.data_dir) / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)  # before any worker imports prometheus_client
+    metrics.use_multiprocess(metrics_dir)  # whatever imported prometheus_client first (the CLI did)
     if options.uds is not None and options.uds.is_socket():
         options.uds.unlink()  # left by a server that was killed; never a regular file
     bind = f"unix:{options.uds}" if options.uds else f"{options.host}:{options.port}"

@@ -115,10 +115,23 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def app(settings: Settings, redis_url: str):
-    application = create_app(settings, redis_url=redis_url)
-    yield application
-    application.extensions["sidecar"].stop()
+def app_factory(redis_url: str):
+    """Builds apps (``app_factory(settings, start=True, redis_url=...)``); stops every one it built."""
+    built = []
+
+    def build(settings: Settings, *, start: bool = True, redis_url: str = redis_url):
+        application = create_app(settings, redis_url=redis_url, start=start)
+        built.append(application)
+        return application
+
+    yield build
+    for application in reversed(built):
+        application.extensions["sidecar"].stop()
+
+
+@pytest.fixture
+def app(settings: Settings, app_factory):
+    return app_factory(settings)
 
 
 @pytest.fixture

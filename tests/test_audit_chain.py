@@ -10,19 +10,19 @@ import orjson
 import pytest
 import redis
 
-from sidecar import audit
 from sidecar.app import create_app
+from sidecar.audit.events import new_event
 from sidecar.cli import main
 from sidecar.store.audit_log import GENESIS, canonical, link, stream_key
+from tests.audit_support import audit_log, read_log, seed
 from tests.conftest import make_settings
-from tests.test_audit_helpers import audit_log, read_log, seed
 
 LOG = "c:ch-1"
 
 
 def fill(app, count: int) -> list[str]:
     runtime = app.extensions["sidecar"]
-    return [audit.emit(runtime, category="login", action="login", outcome="success", employee="e-1", location="l-1",
+    return [runtime.auditor.emit(category="login", action="login", outcome="success", employee="e-1", location="l-1",
                        details={"n": n}) for n in range(count)]
 
 
@@ -123,7 +123,7 @@ def test_appends_from_two_apps_on_one_redis_never_fork_the_chain(tmp_path, api, 
 def test_replaying_an_event_twice_appends_it_once(app, api, redis_url) -> None:
     seed(api)
     store = audit_log(redis_url)
-    event = audit.new_event(category="login", action="login", outcome="success", employee="e-1", location="l-1",
+    event = new_event(category="login", action="login", outcome="success", employee="e-1", location="l-1",
                             chain="ch-1", object=None, device=None, ip=None, request_id=None, details=None)
     first, second = store.append(LOG, event), store.append(LOG, event)
     assert first.added and not second.added
@@ -135,7 +135,7 @@ def test_a_batch_appends_each_run_of_one_log_in_order_and_skips_seen_ids(app, ap
     store = audit_log(redis_url)
 
     def event(n: int) -> dict:
-        return audit.new_event(category="login", action="login", outcome="success", employee="e-1",
+        return new_event(category="login", action="login", outcome="success", employee="e-1",
                                location="l-1", chain="ch-1", object=None, device=None, ip=None, request_id=None,
                                details={"n": n})
 

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar import audit
-from tests.test_audit_helpers import read_log, report, seed, shipped, stop_auditors
+from sidecar.audit.events import category_of
+from tests.audit_support import read_log, report, seed, shipped
+from tests.conftest import Api, make_tokens
 
 DEVICE = {"id": "d-1", "name": "Front desk iPad", "platform": "ios", "user_agent": "App/1.0"}
 CONTEXT = {"mfa": True, "ip": "203.0.113.7", "request_id": "upstream-req-1", "device": DEVICE}
-
-
-@pytest.fixture(autouse=True)
-def _no_shipper_outlives_the_test():
-    yield
-    stop_auditors()
 
 
 def checks_in(api, url: str, log: str) -> list[dict]:
@@ -107,7 +102,7 @@ def test_a_reported_event_is_accepted_once_durable(api, redis_url) -> None:
     ("client:delete", "delete"), ("token.rotated", "security"), ("role:update", "access"), ("refund", "edit"),
 ])
 def test_a_reported_events_category_follows_its_action(action, category) -> None:
-    assert audit.category_of(action) == category
+    assert category_of(action) == category
 
 
 @pytest.mark.parametrize("body", [
@@ -144,9 +139,9 @@ def test_secrets_in_details_never_reach_the_log(api, redis_url) -> None:
 def test_emit_routes_a_chain_locations_event_to_the_chain_log(app, api, redis_url) -> None:
     seed(api)
     runtime = app.extensions["sidecar"]
-    ids = [audit.emit(runtime, category="login", action="login", outcome="success", employee="e-1", location="l-2"),
-           audit.emit(runtime, category="login", action="login", outcome="success", employee="solo", location="l-9"),
-           audit.emit(runtime, category="login", action="login", outcome="success", employee="boss", chain="ch-1")]
+    ids = [runtime.auditor.emit(category="login", action="login", outcome="success", employee="e-1", location="l-2"),
+           runtime.auditor.emit(category="login", action="login", outcome="success", employee="solo", location="l-9"),
+           runtime.auditor.emit(category="login", action="login", outcome="success", employee="boss", chain="ch-1")]
     assert ids[0] in {e["id"] for e in read_log(redis_url, "c:ch-1")}
     assert ids[1] in {e["id"] for e in read_log(redis_url, "l:l-9")}
     assert ids[2] in {e["id"] for e in read_log(redis_url, "c:ch-1")}
@@ -167,11 +162,16 @@ def test_a_journaled_check_event_counts_as_written_not_replayed(api, redis_url) 
     assert (count("written"), count("replayed")) == (written + 1, replayed)
 
 
-def test_stopping_the_auditor_ships_the_pending_journal(api, redis_url, monkeypatch) -> None:
+@pytest.fixture
+def unstarted_api(settings, app_factory) -> Api:
+    """An app whose runtime is not started: no shipper runs, as if it had not run yet."""
+    return Api(app_factory(settings, start=False), make_tokens(settings))
+
+
+def test_stopping_the_auditor_ships_the_pending_journal(unstarted_api, redis_url) -> None:
+    api = unstarted_api
     seed(api)
-    auditor = audit.auditor_for(api.app.extensions["sidecar"])
-    auditor.flush()
-    monkeypatch.setattr(auditor, "_ensure_replayer", lambda: None)  # as if the shipper had not run yet
+    auditor = api.app.extensions["sidecar"].auditor
     api.check("e-1", "l-1", "client:delete")
     assert auditor.spool.pending() == 1
     auditor.stop()
@@ -180,12 +180,10 @@ def test_stopping_the_auditor_ships_the_pending_journal(api, redis_url, monkeypa
     assert not auditor.spool.has_records()
 
 
-def test_a_write_event_reaches_the_log_after_the_check_events_journaled_before_it(api, redis_url,
-                                                                                   monkeypatch) -> None:
+def test_a_write_event_reaches_the_log_after_the_check_events_journaled_before_it(unstarted_api,
+                                                                                   redis_url) -> None:
+    api = unstarted_api
     seed(api)
-    auditor = audit.auditor_for(api.app.extensions["sidecar"])
-    auditor.flush()
-    monkeypatch.setattr(auditor, "_ensure_replayer", lambda: None)
     api.check("e-1", "l-1", "client:delete")
     assert report(api, request_id="after-the-check").status_code == 202
     actions = [e["action"] for e in read_log(redis_url, "c:ch-1")][-2:]

@@ -9,17 +9,11 @@ import time
 
 import pytest
 
-from sidecar import audit
-from tests.test_audit_helpers import audit_log, read_log, report, seed, stop_auditors
+from sidecar.audit.events import new_event
+from tests.audit_support import audit_log, read_log, report, seed
 
 LOCATION_ROUTE = "/v1/locations/l-1/security-events"
 CHAIN_ROUTE = "/v1/chains/ch-1/security-events"
-
-
-@pytest.fixture(autouse=True)
-def _no_shipper_outlives_the_test():
-    yield
-    stop_auditors()
 
 
 def look(api, route: str, **args):
@@ -133,7 +127,7 @@ def test_cursor_pages_stay_exact_while_new_events_arrive(app, api) -> None:
 
     def append_more() -> None:
         while not stop.is_set():
-            audit.emit(runtime, category="login", action="login", outcome="success", employee="e-1", location="l-1")
+            runtime.auditor.emit(category="login", action="login", outcome="success", employee="e-1", location="l-1")
 
     writer = threading.Thread(target=append_more)
     writer.start()
@@ -166,7 +160,7 @@ def test_a_large_csv_export_is_streamed_row_by_row(app, api, redis_url) -> None:
     store = audit_log(redis_url)
     batch = []
     for i in range(20_000):
-        event = audit.new_event(category="export", action="clients.export_finished", outcome="success",
+        event = new_event(category="export", action="clients.export_finished", outcome="success",
                                 employee="e-1", location="l-1", chain="ch-1", object={"type": "export", "id": str(i)},
                                 device=None, ip=None, request_id=None, details={"rows": i})
         batch.append(("c:ch-1", event))

@@ -14,20 +14,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from sidecar import audit
 from sidecar.app import create_app
+from sidecar.audit.events import new_event
 from sidecar.runtime import Runtime
 from sidecar.store.redis_server import RedisServer
+from tests.audit_support import audit_log, read_log, report, seed
 from tests.conftest import Api, make_settings, make_tokens
-from tests.test_audit_helpers import audit_log, read_log, report, seed, stop_auditors
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def _no_shipper_outlives_the_test():
-    yield
-    stop_auditors()
 
 
 @pytest.fixture
@@ -44,7 +38,6 @@ def outage_api(tmp_path: Path, own_redis: RedisServer) -> Iterator[Api]:
     settings = make_settings(tmp_path / "data")
     app = create_app(settings, redis_url=own_redis.url)
     yield Api(app, make_tokens(settings))
-    audit.auditor_for(app.extensions["sidecar"]).stop()
     app.extensions["sidecar"].stop()
 
 
@@ -54,7 +47,7 @@ def test_decisions_go_on_and_events_are_spooled_while_redis_is_down(outage_api, 
     own_redis.kill()
     assert outage_api.check("e-1", "l-1", "appointment:delete")["allowed"] is True
     assert report(outage_api, request_id="during-outage").status_code == 202
-    auditor = audit.auditor_for(outage_api.app.extensions["sidecar"])
+    auditor = outage_api.app.extensions["sidecar"].auditor
     assert auditor.spool.has_records()
 
 
@@ -64,7 +57,7 @@ def test_spooled_events_are_replayed_in_order_without_duplicates(outage_api, own
     own_redis.kill()
     acked = [report(outage_api, request_id=f"r{i}").get_json()["id"] for i in range(10)]
     own_redis.start()
-    auditor = audit.auditor_for(outage_api.app.extensions["sidecar"])
+    auditor = outage_api.app.extensions["sidecar"].auditor
     auditor.replay_now()
     auditor.replay_now()  # a second pass finds nothing new to add
     ids = [e["id"] for e in read_log(own_redis.url, "c:ch-1")]
@@ -80,15 +73,15 @@ def test_after_redis_returns_new_events_queue_behind_the_spooled_ones(outage_api
     early = report(outage_api, request_id="early").get_json()["id"]
     own_redis.start()
     late = report(outage_api, request_id="late").get_json()["id"]
-    audit.auditor_for(outage_api.app.extensions["sidecar"]).replay_now()
+    outage_api.app.extensions["sidecar"].auditor.replay_now()
     ids = [e["id"] for e in read_log(own_redis.url, "c:ch-1")]
     assert ids.index(early) < ids.index(late)
 
 
 def test_an_event_redis_already_holds_is_not_appended_again_on_replay(outage_api, own_redis) -> None:
     seed(outage_api)
-    auditor = audit.auditor_for(outage_api.app.extensions["sidecar"])
-    event = audit.new_event(category="login", action="login", outcome="success", employee="e-1", location="l-1",
+    auditor = outage_api.app.extensions["sidecar"].auditor
+    event = new_event(category="login", action="login", outcome="success", employee="e-1", location="l-1",
                             chain="ch-1", object=None, device=None, ip=None, request_id=None, details=None)
     auditor.store.append("c:ch-1", event)
     auditor.spool.append({"log": "c:ch-1", "event": event})  # Redis took it but the reply was lost
@@ -135,14 +128,14 @@ def test_a_new_process_replays_the_spool_a_killed_one_left(tmp_path, own_redis) 
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from sidecar import audit, logs
+        from sidecar import logs
         from sidecar.runtime import Runtime
         from tests.conftest import make_settings
         logs.configure("json")
         runtime = Runtime(make_settings(Path({str(data)!r})), {own_redis.url!r})
         n = 0
         while True:
-            event_id = audit.emit(runtime, category="login", action="login", outcome="success",
+            event_id = runtime.auditor.emit(category="login", action="login", outcome="success",
                                   employee="e-1", chain="ch-1", details={{"n": n}})
             sys.stderr.write("ACK " + event_id + "\\n")
             sys.stderr.flush()
@@ -153,13 +146,12 @@ def test_a_new_process_replays_the_spool_a_killed_one_left(tmp_path, own_redis) 
     own_redis.start()
     runtime = Runtime(make_settings(data), own_redis.url)
     try:
-        audit.auditor_for(runtime).replay_now()
+        runtime.auditor.replay_now()
         ids = [e["id"] for e in read_log(own_redis.url, "c:ch-1")]
         assert [i for i in ids if i in set(acked)] == acked
         assert len(ids) == len(set(ids))
         assert audit_log(own_redis.url).verify("c:ch-1").intact
     finally:
-        audit.auditor_for(runtime).stop()
         runtime.stop()
 
 
@@ -170,13 +162,11 @@ def test_check_events_of_a_worker_killed_right_after_answering_are_shipped_by_a_
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from sidecar import audit
         from sidecar.app import create_app
         from tests.conftest import Api, make_settings, make_tokens
-        # As if the worker died before its shipper thread ran: its check events are only journaled.
-        audit.Auditor._ensure_replayer = lambda self: None
         settings = make_settings(Path({str(data)!r}))
-        app = create_app(settings, redis_url={own_redis.url!r})
+        # As if the worker died before its shipper thread ran: its check events are only journaled.
+        app = create_app(settings, redis_url={own_redis.url!r}, start=False)
         api = Api(app, make_tokens(settings))
         while True:
             answer = api.check("e-1", "l-1", "client:delete")
@@ -200,5 +190,4 @@ def test_check_events_of_a_worker_killed_right_after_answering_are_shipped_by_a_
         assert len(shipped) == len(set(shipped))
         assert audit_log(own_redis.url).verify("c:ch-1").intact
     finally:
-        audit.auditor_for(later.extensions["sidecar"]).stop()
         later.extensions["sidecar"].stop()

@@ -37,7 +37,7 @@ def settings(tmp_path: Path, inbox: Inbox):
 @pytest.fixture
 def clock(app) -> Clock:
     moving = Clock()
-    app.extensions["sidecar.mfa"].now = moving
+    app.extensions["sidecar"].two_step.now = moving
     return moving
 
 

@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 from flask import g, request
 
+from sidecar.api.context import current_runtime
 from sidecar.errors import Forbidden, Unauthorized
-from sidecar.runtime import current_runtime
 from sidecar.tokens import Token, TokenFile
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -3,13 +3,9 @@
 Routes: ``GET /v1/billing/seats``, ``POST /v1/billing/seats/preview``,
 ``GET /v1/billing/seats/history``; each takes exactly one of ``chain`` / ``location``.
 
-``init_app(app)`` registers the blueprint and the seat recorder, a ``Runtime.after_write``
-listener: after a committed write it waits until this replica applied the write's revision,
-counts the seats of every scope of each tenant the write touched (from the replica's engines,
-so cached rights are reused) and hands them to :class:`SeatHistory`, which records each change
-once whatever the number of replicas doing the same. A failure there never fails the write
-(it is committed): it is logged, and the next write or history read of the scope records it.
-A history read first brings its scope's record up to the current revision for the same reason.
+The seat history is written by :class:`sidecar.billing.SeatRecorder` after each write; a
+history read first brings its scope's record up to the current revision, so a write whose
+recording was lost (a crash) is recorded then.
 """
 
 from __future__ import annotations
@@ -19,57 +15,21 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
-from flask import Blueprint, Flask, current_app, request
+from flask import Blueprint, request
 
-from sidecar import metrics
 from sidecar.api.auth import require_scope
+from sidecar.api.context import current_runtime
 from sidecar.api.io import json_body, reply
-from sidecar.errors import BadRequest, NotFound, SidecarError
+from sidecar.errors import BadRequest, NotFound
 from sidecar.policy.directory import Membership, check_id
 from sidecar.policy.engine import TenantEngine
 from sidecar.policy.seat_preview import MAX_CHANGES, MembershipChange, preview
-from sidecar.policy.seats import Scope, SeatCounter, check_rule, count_seats
-from sidecar.policy.tenant import NO_TENANT, Tenant
-from sidecar.runtime import Runtime, WriteRecord, current_runtime
-from sidecar.store.replica import parse_revision
-from sidecar.store.seat_history import SeatHistory, rfc3339
+from sidecar.policy.seats import Scope, check_rule, count_seats
+from sidecar.policy.tenant import Tenant
+from sidecar.runtime import Runtime
+from sidecar.store.seat_history import rfc3339
 
 bp = Blueprint("billing", __name__)
-log = structlog.get_logger("sidecar.billing")
-
-
-def init_app(app: Flask) -> None:
-    runtime: Runtime = app.extensions["sidecar"]
-    app.extensions["sidecar.seats"] = SeatHistory(runtime.redis)
-    runtime.after_write.append(SeatRecorder(runtime, app.extensions["sidecar.seats"]))
-    app.register_blueprint(bp)
-
-
-class SeatRecorder:
-    """The after_write listener: record the seat changes a write caused, in every scope it touched."""
-
-    def __init__(self, runtime: Runtime, history: SeatHistory) -> None:
-        self.runtime = runtime
-        self.history = history
-
-    def __call__(self, record: WriteRecord) -> None:
-        try:
-            self.runtime.replica.wait_for(record.revision, self.runtime.settings.min_revision_wait_s)
-            for tenant in record.tenants:
-                if tenant == NO_TENANT:  # a write that touched no tenant (an employee with no memberships)
-                    continue
-                engine = self.runtime.replica.engine(tenant)
-                if parse_revision(engine.directory.revision) < parse_revision(record.revision):
-                    log.warning("seat_history_deferred", revision=record.revision, tenant=tenant,
-                                error="the tenant could not be reloaded at this revision")
-                    continue
-                changes = self.history.record(SeatCounter(engine, self.runtime.settings.billing_rule).count_all())
-                if changes:
-                    metrics.SEAT_CHANGES.inc(changes)
-        except SidecarError as exc:  # the store raises StoreUnavailable, never a redis error
-            log.warning("seat_history_deferred", revision=record.revision, tenants=list(record.tenants),
-                        error=getattr(exc, "message", type(exc).__name__))
 
 
 # -- reading the request ---------------------------------------------------------------------
@@ -180,7 +140,7 @@ def seats_history() -> Any:
     until = _time_ms("until", int(time.time() * 1000))
     if until < since:
         raise BadRequest("until is before since", fields=["since", "until"])
-    history: SeatHistory = current_app.extensions["sidecar.seats"]
+    history = runtime.seat_history
     # catch up first: a write whose recording was lost (a crash) is recorded now, at its revision
     history.record([count_seats(_engine(runtime, scope), scope, runtime.settings.billing_rule)])
     found = history.history(scope, since, until)

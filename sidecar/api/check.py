@@ -22,11 +22,13 @@ from flask import Blueprint
 
 from sidecar.api import limits, observe
 from sidecar.api.auth import authorize, require_scope
+from sidecar.api.context import current_runtime
 from sidecar.api.io import ids, parse_json_object, reply
 from sidecar.errors import BadRequest, SidecarError, TooManyChecks
 from sidecar.policy.decisions import Decision
 from sidecar.policy.directory import check_id
-from sidecar.runtime import CheckRecord, Runtime, current_runtime
+from sidecar.policy.records import CheckRecord
+from sidecar.runtime import Runtime
 
 bp = Blueprint("check", __name__)
 log = structlog.get_logger("sidecar.http")

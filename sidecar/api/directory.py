@@ -13,6 +13,7 @@ from typing import Any
 from flask import Blueprint, g, request
 
 from sidecar.api.auth import require_scope
+from sidecar.api.context import current_runtime
 from sidecar.api.io import ids, json_body, optional_bool, optional_str, reply
 from sidecar.errors import BadRequest, NotFound
 from sidecar.policy.directory import (
@@ -26,8 +27,8 @@ from sidecar.policy.directory import (
     check_id,
 )
 from sidecar.policy.escalation import check_escalation, check_location_write, check_removal, removal_scope
+from sidecar.policy.records import WriteRecord
 from sidecar.policy.tenant import Tenant
-from sidecar.runtime import WriteRecord, current_runtime
 from sidecar.store.directory import Guard, WriteResult
 
 bp = Blueprint("directory", __name__)
@@ -80,7 +81,7 @@ def _all_locations(before: TenantDirectory, after: TenantDirectory) -> list[str]
 
 def _written(result: WriteResult, kind: str, subject: dict[str, str], status: int = 200) -> Any:
     current_runtime().written(WriteRecord(kind, subject, result.revision, result.before, result.after, result.tenants,
-                                   _actor(), g.get("request_id")))
+                                          _actor(), g.get("request_id"), g.get("token_name")))
     return reply({"revision": result.revision, **subject, "before": result.before, "after": result.after},
                  status)
 

@@ -2,10 +2,11 @@
 
 Contract
 --------
-``init_app(app)`` registers the blueprint, builds the JWT verifier from the settings (a key it
-cannot use raises :class:`~sidecar.config.ConfigError`: the start fails) and compiles
-``routes.yaml`` of the current policy bundle (a broken file raises
-:class:`~sidecar.policy.files.PolicyFileError` naming ``routes.yaml:LINE``: the start fails).
+``blueprint(app, settings)`` builds the routes; ``sidecar.api.register`` registers it. The
+runtime builds the JWT verifier from the settings (a key it cannot use raises
+:class:`~sidecar.config.ConfigError`: the start fails) and the policy bundle compiles
+``routes.yaml`` (a broken file raises :class:`~sidecar.policy.files.PolicyFileError` naming
+``routes.yaml:LINE``: the start fails).
 
 Routes: ``/v1/forward-auth`` and ``/v1/forward-auth/<path>`` (plus the same two under
 ``SIDECAR_FORWARD_AUTH_PREFIX`` when it differs), every HTTP method (nginx forces GET, Envoy
@@ -43,16 +44,16 @@ from typing import Any
 from urllib.parse import quote
 
 import structlog
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, g, request
 from werkzeug.routing import PathConverter
 
+from sidecar.api.context import current_runtime
 from sidecar.api.io import reply
-from sidecar.forward_auth.jwt_auth import InvalidToken, JwtVerifier, load_verifier
+from sidecar.config import Settings
+from sidecar.forward_auth.jwt_auth import InvalidToken
 from sidecar.forward_auth.query import build_query
-from sidecar.policy.routes import RouteTable
-from sidecar.runtime import CheckRecord, Runtime, current_runtime
+from sidecar.policy.records import CheckRecord
 
-EXTENSION = "forward_auth"
 DEFAULT_PREFIX = "/v1/forward-auth"
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"  # RFC 3986 pchar minus % (re-quoted), plus /
@@ -67,23 +68,10 @@ class AnyPath(PathConverter):
     part_isolating = False  # werkzeug would infer True: the regex has no "/"
 
 
-class ForwardAuth:
-    """What the endpoint holds between calls: the JWT verifier. Routes come with the policy bundle."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.verifier: JwtVerifier | None = load_verifier(runtime.settings)
-
-    def routes(self) -> RouteTable:
-        """The route table of the current bundle (a broken reload keeps the last good bundle)."""
-        return self.runtime.bundle.routes
-
-
-def init_app(app: Flask) -> None:
-    runtime: Runtime = app.extensions["sidecar"]
-    app.extensions[EXTENSION] = ForwardAuth(runtime)
+def blueprint(app: Flask, settings: Settings) -> Blueprint:
+    """The forward-auth routes under the default prefix and the configured one (rules depend on settings)."""
     prefixes = [DEFAULT_PREFIX]
-    configured = runtime.settings.forward_auth_prefix.rstrip("/")
+    configured = settings.forward_auth_prefix.rstrip("/")
     if configured and configured != DEFAULT_PREFIX:
         prefixes.append(configured)
     bp = Blueprint("forward_auth", __name__)  # one per app: rules depend on its settings
@@ -93,7 +81,7 @@ def init_app(app: Flask) -> None:
         bp.add_url_rule(rule, view_func=forward_auth, methods=METHODS, endpoint=f"call_{index}",
                         merge_slashes=False, strict_slashes=False, provide_automatic_options=False)
     bp.register_error_handler(InvalidToken, _invalid_token)
-    app.register_blueprint(bp)
+    return bp
 
 
 def _raw_target(environ: dict[str, Any]) -> str:
@@ -120,11 +108,10 @@ def _prefix_of_call() -> str:
 
 
 def forward_auth(rest: str | None = None) -> Response:
-    service: ForwardAuth = current_app.extensions[EXTENSION]
     runtime = current_runtime()
     query = build_query(
-        verifier=service.verifier,
-        routes=service.routes(),
+        verifier=runtime.jwt_verifier,
+        routes=runtime.bundle.routes,  # the current bundle's (a broken reload keeps the last good one)
         method=request.method,
         target=_raw_target(request.environ),
         headers=list(request.headers.items()),

@@ -17,9 +17,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g
+from flask import Blueprint, Response, g
 
 from sidecar.api.auth import require_scope
+from sidecar.api.context import current_runtime
 from sidecar.api.io import ids, json_body, reply
 from sidecar.errors import BadRequest, RateLimited
 from sidecar.mfa.service import TwoStep, rfc3339
@@ -28,18 +29,11 @@ from sidecar.store.mfa.challenges import CHANNELS
 from sidecar.store.mfa.devices import Device
 
 bp = Blueprint("mfa", __name__)
-EXTENSION = "sidecar.mfa"
 DEVICE_FIELDS = ("id", "name", "platform", "user_agent")
 
 
-def init_app(app: Flask) -> None:
-    app.extensions[EXTENSION] = TwoStep(app.extensions["sidecar"])
-    app.register_blueprint(bp)
-
-
 def two_step() -> TwoStep:
-    service: TwoStep = current_app.extensions[EXTENSION]
-    return service
+    return current_runtime().two_step
 
 
 @bp.errorhandler(RateLimited)

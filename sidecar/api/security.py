@@ -9,7 +9,7 @@ in the log, so new events never shift a page), or ``format=csv`` streamed page b
 ``viewer`` must hold ``security_log:read`` (``security_log:export`` for CSV) at the location, or
 for a chain at every one of its locations; each look, and each refusal, is itself an event.
 
-Imports: Flask, the api helpers, :mod:`sidecar.audit`.
+Imports: Flask, the api helpers, :mod:`sidecar.audit` (events and query), the runtime.
 """
 
 from __future__ import annotations
@@ -24,13 +24,15 @@ from typing import Any
 import orjson
 from flask import Blueprint, Response, g, request
 
-from sidecar import audit
 from sidecar.api.auth import require_scope
+from sidecar.api.context import current_runtime
 from sidecar.api.io import ids, json_body, reply
+from sidecar.audit.events import CATEGORIES, category_of
+from sidecar.audit.query import Query, search
 from sidecar.errors import BadRequest, Forbidden, NotFound
 from sidecar.policy.directory import check_id
 from sidecar.policy.tenant import Tenant
-from sidecar.runtime import Runtime, current_runtime
+from sidecar.runtime import Runtime
 
 bp = Blueprint("security", __name__)
 
@@ -62,13 +64,13 @@ def report_event() -> Any:
     employee = None if body.get("employee") is None else check_id(body["employee"], "employee")
     action = _matching(body.get("action"), _NAME, "action")
     outcome = _matching(body.get("outcome"), _OUTCOME, "outcome")
-    category = body.get("category") or audit.category_of(action)
-    if category not in audit.CATEGORIES:
-        raise BadRequest(f"category must be one of {', '.join(audit.CATEGORIES)}", field="category")
+    category = body.get("category") or category_of(action)
+    if category not in CATEGORIES:
+        raise BadRequest(f"category must be one of {', '.join(CATEGORIES)}", field="category")
     details = _object(body, "details")
     if details is not None and len(orjson.dumps(details)) > MAX_DETAILS_BYTES:
         raise BadRequest(f"details must be at most {MAX_DETAILS_BYTES} bytes of JSON", field="details")
-    event_id = audit.emit(current_runtime(), category=category, action=action, outcome=outcome, employee=employee,
+    event_id = current_runtime().auditor.emit(category=category, action=action, outcome=outcome, employee=employee,
                           location=location, chain=chain, object=_flat(body, "object"), device=_flat(body, "device"),
                           ip=_text(body, "ip", 64), request_id=_text(body, "request_id", 128) or g.get("request_id"),
                           details=details)
@@ -146,21 +148,20 @@ def _answer(runtime: Runtime, log_id: str, locations: list[str], *, location: st
     right = "security_log:export" if as_csv else "security_log:read"
     mfa = args.get("mfa") in ("1", "true")  # the calling app vouches that the viewer passed two-step
     refusal = _refusal(runtime, viewer, locations, right, mfa)
-    audit.emit(runtime, category="export" if as_csv else "security", action=right,
+    runtime.auditor.emit(category="export" if as_csv else "security", action=right,
                outcome="denied" if refusal else "allowed", employee=viewer, location=location, chain=chain,
                request_id=g.get("request_id"),
                details={"filters": {k: v for k, v in args.items() if k not in ("viewer", "format")},
                         "format": "csv" if as_csv else "json", "reason": refusal})
     if refusal:
         raise Forbidden(f"{viewer} may not see this security log: {right} is required", reason=refusal, right=right)
-    auditor = audit.auditor_for(runtime)
     if as_csv:
-        rows = _csv(auditor.events(log_id, query, scan_budget=None))
+        rows = _csv(search(runtime.audit_log, log_id, query, scan_budget=None))
         name = f"security-events-{location or chain}.csv"
         return Response(rows, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'})
     events: list[dict[str, Any]] = []
     next_cursor = None
-    for event in auditor.events(log_id, query, scan_budget=SCAN_BUDGET):
+    for event in search(runtime.audit_log, log_id, query, scan_budget=SCAN_BUDGET):
         if event.get("_exhausted"):
             next_cursor = event["_sid"]
             break
@@ -182,11 +183,11 @@ def _refusal(runtime: Runtime, viewer: str, locations: list[str], right: str, mf
     return None
 
 
-def _query(only_location: str | None) -> audit.Query:
+def _query(only_location: str | None) -> Query:
     args = request.args
     category = args.get("category")
-    if category is not None and category not in audit.CATEGORIES:
-        raise BadRequest(f"category must be one of {', '.join(audit.CATEGORIES)}", field="category")
+    if category is not None and category not in CATEGORIES:
+        raise BadRequest(f"category must be one of {', '.join(CATEGORIES)}", field="category")
     employee = args.get("employee")
     if employee is not None:
         check_id(employee, "employee")
@@ -198,7 +199,7 @@ def _query(only_location: str | None) -> audit.Query:
         raise BadRequest("cursor is not one this API gave out", field="cursor")
     since, since_ms = _instant("since")
     until, _ = _instant("until")
-    return audit.Query(category=category, employee=employee, action=action, location=only_location,
+    return Query(category=category, employee=employee, action=action, location=only_location,
                        since=since, until=until, since_ms=since_ms, cursor=cursor)
 
 

@@ -2,11 +2,13 @@
 
 :class:`TwoStep` is what the web layer calls. It checks the employee in the directory, sends
 through the channel, and records every step in the trail. Its clock ``now`` (seconds since
-the epoch) is a plain attribute so tests move time instead of sleeping.
+the epoch) is a plain attribute so tests move time instead of sleeping. The runtime builds it.
 
 The key of the code hashes is ``SIDECAR_MFA_SECRET``; when it is unset, a random key is
 created once in Redis (``sidecar:mfa:key``, SET NX) so that every replica shares it. Setting
 the variable keeps the key out of the store that holds the hashes (recommended).
+
+Imports: the mfa modules, the stores (Redis through them), config, errors.
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from sidecar.config import Settings
 from sidecar.errors import ChannelUnavailable, Conflict, Forbidden, InvalidCode, Locked, NotFound
-from sidecar.mfa import codes, trail
+from sidecar.mfa import codes
 from sidecar.mfa.email import CodeMessage, EmailChannel, SmtpTarget
-from sidecar.store.connection import translated_errors
+from sidecar.mfa.trail import Trail
+from sidecar.store.connection import Client
+from sidecar.store.directory import DirectoryStore
 from sidecar.store.mfa.challenges import CODE_TTL_S, Challenge, ChallengeStore, Outcome
 from sidecar.store.mfa.devices import Device, DeviceStore
+from sidecar.store.mfa.key import shared_key
 from sidecar.store.mfa.push import PushOutbox
 
-KEY_IN_REDIS = "sidecar:mfa:key"
 _OUTCOMES = {"verified": "success", "failed": "failure", "locked": "failure", "approved": "success",
              "denied": "denied"}
 
@@ -40,28 +45,28 @@ def describe_device(device: dict[str, str]) -> str:
 
 
 class TwoStep:
-    def __init__(self, runtime: Any, now: Callable[[], float] = time.time) -> None:
-        self.runtime = runtime
+    def __init__(self, settings: Settings, client: Client, directory: DirectoryStore, trail: Trail,
+                 now: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.directory = directory
+        self.trail = trail
         self.now = now
-        settings = runtime.settings
         self._key: str | None = settings.mfa_secret
         self.product = settings.product_name
-        self.challenges = ChallengeStore(runtime.redis, codes.KeyedCodes(self._secret), lambda: self.now())
-        self.devices = DeviceStore(runtime.redis)
-        self.outbox = PushOutbox(runtime.redis)
+        self.challenges = ChallengeStore(client, codes.KeyedCodes(self._secret), lambda: self.now())
+        self.devices = DeviceStore(client)
+        self.outbox = PushOutbox(client)
         self.email = EmailChannel(SmtpTarget.from_url(settings.smtp_url)) if settings.smtp_url else None
 
     def _secret(self) -> str:
         if self._key is None:
-            with translated_errors():
-                self.runtime.redis.set(KEY_IN_REDIS, codes.new_secret(), nx=True)
-                self._key = self.runtime.redis.get(KEY_IN_REDIS).decode()
+            self._key = shared_key(self.client, codes.new_secret)
         return self._key
 
     # -- challenges ------------------------------------------------------------------------
     def start(self, employee: str, channel: str, device: dict[str, str], ip: str | None,
               request_id: str | None = None) -> Challenge:
-        person = self.runtime.directory.employee(employee)
+        person = self.directory.employee(employee)
         if person is None:
             raise NotFound(f"employee {employee} does not exist", employee=employee)
         if not person.active:
@@ -70,7 +75,7 @@ class TwoStep:
             challenge = self._start_email(employee, person.email, device, ip)
         else:
             challenge = self._start_push(employee, device, ip)
-        trail.record(self.runtime, action="mfa_challenge_sent", outcome="success", employee=employee,
+        self.trail.record(action="mfa_challenge_sent", outcome="success", employee=employee,
                      device=device, ip=ip, object=_object(challenge), request_id=request_id,
                      details={"channel": channel, "expires_at": rfc3339(challenge.expires_at)})
         return challenge
@@ -117,7 +122,7 @@ class TwoStep:
         """The mobile app's answer; only a device registered to the challenge's employee may give it."""
         challenge = self.challenges.get(challenge_id)
         if challenge.channel == "push" and self.devices.get(challenge.employee, device_id) is None:
-            trail.record(self.runtime, action="mfa_failed", outcome="failure", employee=challenge.employee,
+            self.trail.record(action="mfa_failed", outcome="failure", employee=challenge.employee,
                          device=challenge.device, ip=challenge.ip, object=_object(challenge), request_id=request_id,
                          details={"channel": "push", "reason": "unregistered_device", "answered_by": device_id})
             raise Forbidden(f"device {device_id} is not registered to this challenge's employee",
@@ -136,19 +141,19 @@ class TwoStep:
         extra: dict[str, Any] = {"channel": challenge.channel, **details}
         if challenge.channel == "email":
             extra["attempts"] = challenge.attempts
-        trail.record(self.runtime, action=f"mfa_{outcome.kind}", outcome=_OUTCOMES[outcome.kind],
+        self.trail.record(action=f"mfa_{outcome.kind}", outcome=_OUTCOMES[outcome.kind],
                      employee=challenge.employee, device=challenge.device, ip=challenge.ip,
                      object=_object(challenge), request_id=request_id, details=extra)
 
     # -- devices ---------------------------------------------------------------------------
     def register_device(self, employee: str, device: Device, request_id: str | None = None) -> bool:
-        person = self.runtime.directory.employee(employee)
+        person = self.directory.employee(employee)
         if person is None:
             raise NotFound(f"employee {employee} does not exist", employee=employee)
         if not person.active:
             raise Conflict(f"employee {employee} is inactive", reason="employee_inactive")
         created = self.devices.register(employee, device)
-        trail.record(self.runtime, action="mfa_device_registered", outcome="success", employee=employee,
+        self.trail.record(action="mfa_device_registered", outcome="success", employee=employee,
                      device={"id": device.id, "name": device.name, "platform": device.platform},
                      request_id=request_id, details={"replaced": not created})
         return created
@@ -156,7 +161,7 @@ class TwoStep:
     def remove_device(self, employee: str, device_id: str, request_id: str | None = None) -> None:
         if not self.devices.remove(employee, device_id):
             raise NotFound(f"employee {employee} has no device {device_id}", employee=employee, device=device_id)
-        trail.record(self.runtime, action="mfa_device_removed", outcome="success", employee=employee,
+        self.trail.record(action="mfa_device_removed", outcome="success", employee=employee,
                      device={"id": device_id}, request_id=request_id)
 
 

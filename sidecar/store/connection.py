@@ -22,6 +22,8 @@ from sidecar.store.clients import make_client
 from sidecar.store.health import RedisHealth
 from sidecar.store.redis_server import RedisServer
 
+Client = redis.Redis  # the client's type, for code above store/ that hands one on without importing redis
+
 
 def connect(url: str, *, timeout_s: float = 1.0, health: RedisHealth | None = None) -> redis.Redis:
     """A client whose commands fail fast when Redis is away, so decisions never hang on it.
@@ -61,3 +63,11 @@ def translated_errors() -> Iterator[None]:
         raise StoreUnavailable("the directory store (Redis) refused the command", reason="refused") from exc
     except redis.RedisError as exc:  # anything else redis-py raises (a protocol or data error)
         raise StoreUnavailable("the directory store (Redis) failed", reason="error") from exc
+
+
+def reachable(client: Client) -> bool:
+    """Whether Redis answers a PING now (readiness); never raises."""
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False

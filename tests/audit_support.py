@@ -6,7 +6,6 @@ from typing import Any
 
 import redis
 
-from sidecar import audit
 from sidecar.store.audit_log import AuditLog
 
 # ch-1 has l-1 and l-2; l-9 stands alone.
@@ -58,10 +57,4 @@ def report(api: Any, **body: Any) -> Any:
 
 def shipped(api: Any) -> None:
     """Ship the app's journaled check events now (the shipper thread does it within moments)."""
-    audit.auditor_for(api.app.extensions["sidecar"]).flush()
-
-
-def stop_auditors() -> None:
-    """Ship and stop every live auditor, so no shipper outlives its test into the next one."""
-    for auditor in list(audit._auditors.values()):
-        auditor.stop()
+    api.app.extensions["sidecar"].auditor.flush()

@@ -1,0 +1,32 @@
+"""The audit trail: critical events, durable and hash-chained per chain (or standalone location).
+
+    events.py     events as values: categories, new_event, scrubbing secrets, contract device fields
+    auditor.py    Auditor: the durable writer, its shipper thread, start() / stop()
+    listeners.py  CheckEvents / WriteEvents: turn the runtime's checks and writes into events
+    query.py      the read side for the Security section: Query, search()
+
+Every event goes to two sinks: one structlog JSON line (``"event": "audit"``) and the durable
+log of its tenant (:mod:`sidecar.store.audit_log`). An event moves through these states:
+
+* **recorded**: ``Auditor.emit``/``record`` (reported events, directory writes) append it to
+  Redis and acknowledge it only then; when Redis does not answer it is **spooled** (fsync'd in
+  this process's spool file, :mod:`sidecar.store.spool`) and acknowledged; neither: 503.
+* **journaled**: a critical check's event is appended to the spool file without fsync (one
+  ``write(2)``: survives SIGKILL of the worker, not a host crash before write-back) and its log
+  line written at once (``stored_in="journal"``); the shipper thread is woken.
+* **shipped**: the shipper appends pending records in batches (one ``EVALSHA`` per run of one
+  log) and logs ``audit_shipped`` with the log's new head hash. Appends are idempotent by id.
+* **replayed**: a later process ships the spool files of dead ones (``audit_replayed``).
+
+While a process has spooled events waiting, its new events queue behind them in the spool, and
+an event going to Redis first ships this process's pending check events: a log stays in order.
+Secrets never reach either sink.
+
+Imports point one way: events <- query, auditor <- listeners; the package imports policy,
+store, errors and metrics, never the runtime or the web layer (the runtime builds the Auditor
+and subscribes the listeners).
+"""
+
+from sidecar.audit.auditor import Auditor
+
+__all__ = ["Auditor"]

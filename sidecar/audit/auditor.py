@@ -1,0 +1,281 @@
+"""The durable audit writer: Redis first, the spool when Redis does not answer; its shipper thread.
+
+The states an event goes through are listed in :mod:`sidecar.audit`. :class:`Auditor` owns the
+spool and the one shipper thread: ``start()`` lets it run (and replays spool files that dead
+processes left), ``stop()`` stops it, ships what is pending if Redis answers, and closes the
+spool file. Before ``start()`` (a one-shot CLI run) nothing ships in the background: pending
+records go with the next recorded event, ``flush()`` or ``stop()``.
+
+Imports: :mod:`sidecar.audit.events`, the stores, policy, errors and metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from sidecar import metrics
+from sidecar.audit.events import new_event
+from sidecar.errors import StoreUnavailable, Unavailable
+from sidecar.policy.directory import chain_tenant, location_tenant
+from sidecar.store.audit_log import AuditLog
+from sidecar.store.directory import DirectoryStore
+from sidecar.store.spool import Record, Spool
+
+_TRIM_EVERY_S = 3600.0
+_SHIP_EVERY_S = 0.05  # at most one batch per this long: records ship in batches, visible within ~50 ms
+_IDLE_S = 10.0  # the shipper looks for orphaned spool files this often, and exits when idle this long
+
+log = structlog.get_logger("sidecar.audit")
+
+
+def _count(result: str, amount: int = 1) -> None:
+    """Count events by result (looked up per call: the counter's children must be made in the worker,
+    after ``sidecar serve`` chose multiprocess metrics)."""
+    metrics.AUDIT_EVENTS.labels(result).inc(amount)
+
+
+@dataclass(frozen=True)
+class Stored:
+    sink: str  # redis | spool | journal
+    hashes: list[str | None]
+
+
+class Auditor:
+    """The audit writer of one runtime: Redis first, the spool when Redis does not answer."""
+
+    def __init__(self, store: AuditLog, spool: Spool, directory: DirectoryStore) -> None:
+        self.store = store
+        self.spool = spool
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._replay_lock = threading.Lock()
+        self._spooled = False  # this process has spooled (fsync'd) events not yet known to be shipped
+        self._started = False  # the shipper may run (between start() and stop())
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()  # journal records wait: ship them now
+        self._trimmed: dict[str, float] = {}
+        self._thread_pid = 0
+
+    def start(self) -> None:
+        """Let the shipper run; it starts now if spool files (this or dead processes') wait."""
+        with self._lock:
+            self._started = True
+            self._stop.clear()
+        if self.spool.has_records():
+            self._ensure_replayer()
+
+    def stop(self) -> None:
+        """Stop the shipper, ship what is pending if Redis answers, close the spool file.
+
+        Records Redis did not take stay in the file, for a later replay. Idempotent.
+        """
+        with self._lock:
+            self._started = False
+            self._stop.set()
+            self._wake.set()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+        with self._lock:
+            self._thread = None
+        with contextlib.suppress(StoreUnavailable, OSError):
+            self._ship_own()
+        self.spool.close()
+
+    def emit(self, *, category: str, action: str, outcome: str, employee: str | None,
+             location: str | None = None, chain: str | None = None, object: dict[str, Any] | None = None,
+             device: dict[str, Any] | None = None, ip: str | None = None, request_id: str | None = None,
+             details: dict[str, Any] | None = None) -> str:
+        """Record one event in its chain's log (or its standalone location's); its id once durable.
+
+        Raises ``Unavailable`` (503) when neither Redis nor the spool took the event.
+        """
+        if location is None and chain is None:
+            raise ValueError("an audit event needs a location or a chain")
+        event = new_event(category=category, action=action, outcome=outcome, employee=employee, location=location,
+                          chain=chain, object=object, device=device, ip=ip, request_id=request_id, details=details)
+        self.record([(self.log_of(location, chain), event)])
+        return str(event["id"])
+
+    def log_of(self, location: str | None, chain: str | None) -> str | None:
+        """The log an event belongs in; None when Redis cannot say now (resolved on replay)."""
+        if chain is not None:
+            return chain_tenant(chain)
+        assert location is not None
+        try:
+            found = self.directory.location(location)
+        except StoreUnavailable:
+            return None
+        return found.tenant if found is not None else location_tenant(location)
+
+    def record(self, items: list[tuple[str | None, dict[str, Any]]]) -> Stored:
+        """Make the events durable, then write their log lines. Raises Unavailable if nothing took them."""
+        for log_id, event in items:
+            if log_id is not None and log_id.startswith("c:"):
+                event["chain"] = log_id[2:]
+        stored = self._durable(items)
+        for (log_id, event), digest in zip(items, stored.hashes, strict=True):
+            log.info("audit", **event, log=log_id, stored_in=stored.sink, hash=digest)
+        return stored
+
+    def _durable(self, items: list[tuple[str | None, dict[str, Any]]]) -> Stored:
+        resolved = [(log_id, event) for log_id, event in items if log_id is not None]
+        if not self._spooled and len(resolved) == len(items):
+            try:
+                with self.spool.ship_lock:  # this process's pending check events go first
+                    self._ship_own()
+                    appended = self.store.append_many(resolved)
+            except StoreUnavailable:
+                pass
+            else:
+                _count("written", len(items))
+                self._maybe_trim({log_id for log_id, _ in resolved})
+                return Stored("redis", [a.hash for a in appended])
+        try:
+            with self._lock:
+                self.spool.append_many([{"log": log_id, "event": event} for log_id, event in items])
+                self._spooled = True
+        except OSError as exc:
+            _count("failed", len(items))
+            log.error("audit_not_recorded", ids=[e["id"] for _, e in items], error=str(exc))
+            raise Unavailable("the audit log is unavailable (Redis and the local spool refused the event)") from exc
+        _count("spooled", len(items))
+        self._ensure_replayer()
+        return Stored("spool", [None] * len(items))
+
+    def journal(self, items: list[tuple[str, dict[str, Any]]]) -> Stored:
+        """Critical-check events: into the spool file without fsync, log lines, wake the shipper.
+
+        Falls back to :meth:`record` (Redis, else the fsync'd spool, else 503) when the spool
+        file refuses them.
+        """
+        for log_id, event in items:
+            if log_id.startswith("c:"):
+                event["chain"] = log_id[2:]
+        try:
+            self.spool.append_many([{"log": log_id, "event": event, "j": 1} for log_id, event in items], sync=False)
+        except OSError as exc:
+            log.warning("audit_journal_failed", error=str(exc))
+            return self.record(list(items))
+        _count("written", len(items))  # counted once journaled, so the counter moves with the checks
+        for log_id, event in items:
+            log.info("audit", **event, log=log_id, stored_in="journal", hash=None)
+        self._ensure_replayer()
+        self._wake.set()
+        return Stored("journal", [None] * len(items))
+
+    def _maybe_trim(self, logs: set[str]) -> None:
+        now = time.monotonic()
+        for log_id in logs:
+            if now - self._trimmed.get(log_id, -_TRIM_EVERY_S) >= _TRIM_EVERY_S:
+                if len(self._trimmed) > 100_000:
+                    self._trimmed.clear()
+                self._trimmed[log_id] = now
+                try:
+                    self.store.trim(log_id, int(time.time() * 1000))
+                except StoreUnavailable:
+                    return
+
+    # -- shipping and replay --------------------------------------------------------------------
+    def replay_now(self) -> int:
+        """Ship every spool record this process can: other processes' orphaned files (oldest
+        first), then its own pending records. Raises StoreUnavailable."""
+        with self._replay_lock:
+            count = self.spool.replay(self._ship)
+        return count + self._ship_own()
+
+    def flush(self) -> int:
+        """Ship this process's pending records now (e.g. its journal). Raises StoreUnavailable."""
+        return self._ship_own()
+
+    def _ship_own(self) -> int:
+        count = self.spool.ship_own(self._ship)
+        if self._spooled:
+            with self._lock:
+                if self._spooled and not self.spool.pending():
+                    self._spooled = False
+        return count
+
+    def _ship(self, records: list[Record]) -> None:
+        """Append consecutive spool records to their logs: one EVALSHA per run of one log."""
+        items: list[tuple[str, dict[str, Any]]] = []
+        for record in records:
+            event: dict[str, Any] = record["event"]
+            log_id = record.get("log") or self.log_of(event.get("location"), event.get("chain"))
+            if log_id is None:
+                raise StoreUnavailable("the directory store (Redis) is unreachable")
+            if log_id.startswith("c:"):
+                event["chain"] = log_id[2:]
+            items.append((log_id, event))
+        appended = self.store.append_many(items)
+        duplicate = 0
+        run_start = 0
+        for i, ((log_id, event), record, result) in enumerate(zip(items, records, appended, strict=True)):
+            if not result.added:
+                duplicate += 1
+            elif record.get("j"):
+                pass  # a journal record: counted (written) and logged when it was journaled
+            else:
+                _count("replayed")
+                log.info("audit_replayed", id=event["id"], log=log_id, hash=result.hash)
+            if i + 1 == len(items) or items[i + 1][0] != log_id:  # the end of a run of one log
+                run = appended[run_start:i + 1]
+                head = next((a.hash for a in reversed(run) if a.added), None)
+                if head is not None:
+                    log.info("audit_shipped", log=log_id, count=sum(a.added for a in run),
+                             last_id=event["id"], hash=head)
+                run_start = i + 1
+        if duplicate:
+            _count("duplicate", duplicate)
+        self._maybe_trim({log_id for log_id, _ in items})
+
+    def _ensure_replayer(self) -> None:
+        with self._lock:
+            if not self._started:
+                return
+            if self._thread is not None and self._thread_pid == os.getpid() and self._thread.is_alive():
+                return
+            self._thread = threading.Thread(target=self._replay_loop, name="sidecar-audit-replay", daemon=True)
+            self._thread_pid = os.getpid()
+            self._thread.start()
+
+    def _replay_loop(self) -> None:
+        """Ship this process's records as soon as woken; replay orphaned files every _IDLE_S."""
+        backoff = 0.0
+        scan_at = 0.0
+        shipped_at = 0.0
+        while not self._stop.is_set():
+            gap = shipped_at + _SHIP_EVERY_S - time.monotonic()
+            if gap > 0 and self._stop.wait(gap):  # the records that arrive meanwhile join the batch
+                break
+            shipped_at = time.monotonic()
+            self._wake.clear()
+            try:
+                if time.monotonic() >= scan_at:
+                    with self._replay_lock:
+                        self.spool.replay(self._ship)
+                    scan_at = time.monotonic() + _IDLE_S
+                self._ship_own()
+                backoff = 0.0
+            except StoreUnavailable:
+                backoff = min(max(backoff * 2, 0.1), 5.0)
+            except Exception as exc:  # the shipper must outlive any one failure
+                log.error("audit_replay_failed", error=str(exc), error_type=type(exc).__name__)
+                backoff = min(max(backoff * 2, 0.1), 5.0)
+            if backoff:
+                self._stop.wait(backoff)
+                continue
+            if self._wake.wait(_IDLE_S):
+                continue
+            with self._lock:  # idle: exit unless something waits (a new record starts a new thread)
+                if not self.spool.pending() and not self.spool.others_have_records() and not self._wake.is_set():
+                    self._thread = None
+                    return

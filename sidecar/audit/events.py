@@ -1,0 +1,88 @@
+"""Audit events as values: the categories, building an event, scrubbing secrets out of it.
+
+An event is a plain dict (the shape of API.md's Security section): ``id``, ``time``,
+``location``, ``chain``, ``employee``, ``action``, ``category``, ``outcome``, ``object``,
+``device``, ``ip``, ``request_id``, ``details``. Values under keys that look like tokens, codes
+or passwords in caller-supplied dicts are replaced by ``[redacted]`` before anything is written.
+
+Imports: nothing of the sidecar (pure).
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+CATEGORIES = ("login", "export", "edit", "delete", "access", "security")
+REDACTED = "[redacted]"
+_SECRET_WORDS = ("token", "code", "password", "passwd", "secret", "otp", "authorization", "cookie",
+                 "api_key", "apikey", "credential", "private_key")
+FIELD_LIMIT = 512
+DEVICE_FIELDS = ("id", "name", "platform", "user_agent")
+
+
+def now_rfc3339() -> str:
+    now = datetime.now(UTC)
+    return f"{now:%Y-%m-%dT%H:%M:%S}.{now.microsecond // 1000:03d}Z"
+
+
+def new_event(*, category: str, action: str, outcome: str, employee: str | None, location: str | None,
+              chain: str | None, object: dict[str, Any] | None, device: dict[str, Any] | None,
+              ip: str | None, request_id: str | None, details: dict[str, Any] | None) -> dict[str, Any]:
+    if category not in CATEGORIES:
+        raise ValueError(f"unknown audit category {category!r}; one of {', '.join(CATEGORIES)}")
+    return {"id": uuid.uuid4().hex, "time": now_rfc3339(), "location": location, "chain": chain,
+            "employee": employee, "action": action, "category": category, "outcome": outcome,
+            "object": scrub(object), "device": scrub(device), "ip": ip, "request_id": request_id,
+            "details": scrub(details)}
+
+
+def scrub(value: Any) -> Any:
+    """A copy with every value under a secret-looking key replaced by ``[redacted]``."""
+    if isinstance(value, dict):
+        return {k: REDACTED if _secret_name(str(k)) else scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_name(key: str) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+@functools.lru_cache(maxsize=4096)
+def category_of(action: str) -> str:
+    """The category of a right (``resource:action``) or of an upstream service's action name."""
+    resource, _, verb = action.lower().partition(":")
+    if verb:  # a right, or named like one
+        return ("export" if verb == "export" else "delete" if verb == "delete" else "login" if resource == "login"
+                else "access" if resource in ("access", "employee", "role", "membership", "chain_membership")
+                else "security" if resource in ("security", "security_log", "token", "mfa") else "edit")
+    words = set(action.lower().replace(".", " ").replace("_", " ").replace("-", " ").split())
+    for category, markers in (("export", {"export"}), ("delete", {"delete"}),
+                              ("login", {"login", "logout", "mfa", "password", "device", "session"}),
+                              ("security", {"security", "token", "2fa"}),
+                              ("access", {"access", "employee", "role", "membership", "activation"})):
+        if words & markers:
+            return category
+    return "edit"
+
+
+def short_text(value: Any) -> str | None:
+    """A non-empty string cut to the field limit; anything else is None."""
+    return value[:FIELD_LIMIT] if isinstance(value, str) and value else None
+
+
+def contract_device(value: Any) -> dict[str, Any] | None:
+    """A check's ``context.device``: only the contract's fields, as short strings.
+
+    Anything else a caller sends is dropped: a batch of 100 critical checks would otherwise copy
+    a large client-supplied value 100 times into Redis and the logs.
+    """
+    if not isinstance(value, dict):
+        return None
+    return {k: v[:FIELD_LIMIT] for k in DEVICE_FIELDS if isinstance(v := value.get(k), str)}

@@ -1,0 +1,94 @@
+"""The runtime's listeners that turn checks and directory writes into audit events.
+
+:class:`CheckEvents` (``Runtime.after_check``): each decision on a right the catalogue flags
+``critical`` becomes an event, journaled (see :mod:`sidecar.audit`). :class:`WriteEvents`
+(``Runtime.after_write``): each committed directory write becomes an event in every tenant it
+touched, recorded before the write is answered. The runtime subscribes both.
+
+Imports: :mod:`sidecar.audit.auditor`, :mod:`sidecar.audit.events`, policy and store values.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from sidecar.audit.auditor import Auditor
+from sidecar.audit.events import category_of, contract_device, new_event, now_rfc3339, short_text
+from sidecar.policy.bundle import PolicyBundle
+from sidecar.policy.records import CheckRecord, WriteRecord
+from sidecar.store.replica import Replica
+
+log = structlog.get_logger("sidecar.audit")
+
+
+class CheckEvents:
+    """``after_check``: journal an event per critical decision, in the log of the engine that decided."""
+
+    def __init__(self, auditor: Auditor, bundle: Callable[[], PolicyBundle], replica: Replica) -> None:
+        self.auditor = auditor
+        self.bundle = bundle
+        self.replica = replica
+
+    def __call__(self, record: CheckRecord) -> None:
+        catalogue = self.bundle().catalogue.rights
+        critical = [(d, did) for d, did in record.decisions
+                    if (right := catalogue.get(d.right)) is not None and right.critical]
+        if not critical:
+            return
+        engine = self.replica.engine_for_location(record.location)  # the one the decision used
+        log_id = engine.directory.tenant if engine is not None else None
+        chain = engine.directory.chain.id if engine is not None and engine.directory.chain else None
+        context = record.context
+        device = contract_device(context.get("device"))
+        ip = short_text(context.get("ip"))
+        request_id = short_text(context.get("request_id")) or record.request_id
+        mfa = bool(context.get("mfa", False))
+        at = now_rfc3339()
+        # Built here rather than by new_event (no scrub): every field but device is the sidecar's
+        # own, contract_device keeps only the contract's device fields, and category_of always
+        # names a category.
+        events = [{"id": uuid.uuid4().hex, "time": at, "location": record.location, "chain": chain,
+                   "employee": record.employee, "action": d.right, "category": category_of(d.right),
+                   "outcome": "allowed" if d.allowed else "denied", "object": None,
+                   "device": device, "ip": ip, "request_id": request_id,
+                   "details": {"decision_id": decision_id, "reason": d.reason, "source": record.source,
+                               "mfa": mfa}}
+                  for d, decision_id in critical]
+        if log_id is None:  # an unknown location has no Security section: the log line only
+            for event in events:
+                log.info("audit", **event, log=None, stored_in="none", hash=None)
+            return
+        self.auditor.journal([(log_id, event) for event in events])
+
+
+class WriteEvents:
+    """``after_write``: record an ``access`` event in every tenant the write touched."""
+
+    def __init__(self, auditor: Auditor) -> None:
+        self.auditor = auditor
+
+    def __call__(self, record: WriteRecord) -> None:
+        verb = "create" if record.before is None else "delete" if record.after is None else "update"
+        details = {"before": record.before, "after": record.after, "revision": record.revision,
+                   "subject": record.subject, "service": record.service}
+
+        def event(location: str | None, chain: str | None) -> dict[str, Any]:
+            return new_event(category="access", action=f"{record.kind}:{verb}", outcome="success",
+                             employee=record.actor, location=location, chain=chain,
+                             object={"type": record.kind, "id": "/".join(record.subject.values())},
+                             device=None, ip=None, request_id=record.request_id, details=details)
+
+        items: list[tuple[str | None, dict[str, Any]]] = []
+        for tenant in record.tenants:
+            if not tenant.startswith(("c:", "l:")):
+                continue
+            location = record.subject.get("location") or (tenant[2:] if tenant.startswith("l:") else None)
+            items.append((tenant, event(location, tenant[2:] if tenant.startswith("c:") else None)))
+        if items:
+            self.auditor.record(items)
+        else:  # e.g. an employee who is a member nowhere: no Security section shows it
+            log.info("audit", **event(None, None), log=None, stored_in="none", hash=None)
