@@ -8,7 +8,7 @@ from __future__ import annotations
 from flask import Flask
 
 from sidecar import api, logs
-from sidecar.api.check import DecisionRoutes
+from sidecar.api.fast_path import DecisionRoutes
 from sidecar.config import Settings
 from sidecar.errors import SidecarError
 from sidecar.runtime import Runtime

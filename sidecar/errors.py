@@ -13,6 +13,9 @@
     │   └── Escalation (403 escalation)
     ├── NotFound (404 not_found)
     ├── Conflict (409 conflict)
+    ├── BodyTooLarge (413 body_too_large)        over the body limit, declared or counted while reading
+    ├── UriTooLong (414 uri_too_long)
+    ├── HeaderTooLarge (431 header_too_large)
     ├── PolicyInvalid (422 policy_invalid)      a reload found a broken policy file; the last good one stays
     ├── Expired (410 expired)
     ├── Locked (423 locked)

@@ -14,12 +14,21 @@ from typing import Any
 
 import structlog
 from flask import Flask, g, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from sidecar.api import billing, check, directory, forward_auth, health, mfa, observe, security
+from sidecar.api import audit_events, billing, directory, forward_auth, health, mfa, rights, security
 from sidecar.api.context import attach, current_runtime
-from sidecar.api.io import reply
-from sidecar.api.limits import MAX_BODY
+from sidecar.api.edge import (
+    INTERNAL_ERROR,
+    MAX_BODY,
+    TOO_LARGE_MESSAGE,
+    begin,
+    error_body,
+    finish,
+    method_not_allowed,
+    reply,
+    request_id,
+)
 from sidecar.errors import SidecarError
 from sidecar.runtime import Runtime
 
@@ -38,9 +47,10 @@ def register(app: Flask, runtime: Runtime) -> None:
     app.register_error_handler(Exception, _unexpected_error)
     for blueprint in (
         health.bp,                                       # /livez /readyz /metrics /openapi.json, policy reload
-        check.bp,                                        # effective rights (the decisions: check.DecisionRoutes)
+        rights.bp,                                       # effective rights (decisions: fast_path.DecisionRoutes)
         directory.bp,                                    # employees, chains, locations, memberships, roles
-        security.bp,                                     # audit events in, the Security section out
+        audit_events.bp,                                 # POST /v1/audit/events
+        security.bp,                                     # the Security section (security-events)
         billing.bp,                                      # seats, preview, history
         mfa.bp,                                          # two-step challenges, devices
         forward_auth.blueprint(app, runtime.settings),   # /v1/forward-auth (prefix from settings)
@@ -49,16 +59,16 @@ def register(app: Flask, runtime: Runtime) -> None:
 
 
 def _begin() -> None:
-    g.request_id = observe.request_id(request.headers.get("X-Request-Id"))
+    g.request_id = request_id(request.headers.get("X-Request-Id"))
     g.started = time.perf_counter()
-    observe.begin(g.request_id)
+    begin(g.request_id)
     current_runtime().maybe_reload_policies()
 
 
 def _finish(response: Any) -> Any:
     response.headers["X-Request-Id"] = g.get("request_id", "")
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    observe.finish(request.method, route, response.status_code, time.perf_counter() - g.get("started", 0.0),
+    finish(request.method, route, response.status_code, time.perf_counter() - g.get("started", 0.0),
                    g.get("decisions", ()))
     return response
 
@@ -68,11 +78,19 @@ def _sidecar_error(error: SidecarError) -> Any:
 
 
 def _http_error(error: HTTPException) -> Any:
-    code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
-        error.code or 500, (error.name or "error").lower().replace(" ", "_"))
-    return reply({"error": {"code": code, "message": error.description or error.name}}, error.code or 500)
+    """werkzeug's own refusals (routing, body size) in the edge's shapes, as the fast path answers them."""
+    status = error.code or 500
+    if isinstance(error, MethodNotAllowed):
+        allowed = sorted(error.valid_methods or ())
+        response = reply(method_not_allowed(allowed), 405)
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
+    if status == 413:
+        return reply(error_body("body_too_large", TOO_LARGE_MESSAGE), 413)
+    code = "not_found" if status == 404 else (error.name or "error").lower().replace(" ", "_")
+    return reply(error_body(code, error.description or error.name), status)
 
 
 def _unexpected_error(error: Exception) -> Any:
     log.exception("unhandled_error", error_type=type(error).__name__)
-    return reply({"error": {"code": "internal", "message": "internal error; see the request id in the logs"}}, 500)
+    return reply(INTERNAL_ERROR, 500)

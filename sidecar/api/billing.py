@@ -19,7 +19,7 @@ from flask import Blueprint, request
 
 from sidecar.api.auth import require_scope
 from sidecar.api.context import current_runtime
-from sidecar.api.io import json_body, reply
+from sidecar.api.edge import json_body, reply
 from sidecar.errors import BadRequest, NotFound
 from sidecar.policy.directory import Membership, check_id
 from sidecar.policy.engine import TenantEngine

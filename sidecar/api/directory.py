@@ -14,7 +14,7 @@ from flask import Blueprint, g, request
 
 from sidecar.api.auth import require_scope
 from sidecar.api.context import current_runtime
-from sidecar.api.io import ids, json_body, optional_bool, optional_str, reply
+from sidecar.api.edge import check_ids, json_body, optional_bool, optional_str, reply
 from sidecar.errors import BadRequest, NotFound
 from sidecar.policy.directory import (
     CHAIN_SCOPE,
@@ -96,7 +96,7 @@ def list_roles() -> Any:
 @bp.route("/v1/employees/<employee>", methods=["GET", "PUT", "DELETE"])
 @require_scope("admin")
 def employee_route(employee: str) -> Any:
-    ids(employee=employee)
+    check_ids(employee=employee)
     store = current_runtime().directory
     if request.method == "DELETE":
         result = store.delete_employee(employee, _removal_guard(lambda d: removal_scope(d, employee)))
@@ -123,7 +123,7 @@ def employee_route(employee: str) -> Any:
 @bp.route("/v1/chains/<chain>", methods=["GET", "PUT"])
 @require_scope("admin")
 def chain_route(chain: str) -> Any:
-    ids(chain=chain)
+    check_ids(chain=chain)
     store = current_runtime().directory
     if request.method == "GET":
         found = store.chain(chain)
@@ -143,7 +143,7 @@ def chain_route(chain: str) -> Any:
 @bp.route("/v1/locations/<location>", methods=["GET", "PUT", "DELETE"])
 @require_scope("admin")
 def location_route(location: str) -> Any:
-    ids(location=location)
+    check_ids(location=location)
     store = current_runtime().directory
     if request.method == "DELETE":
         cascade = request.args.get("cascade", "0")
@@ -171,7 +171,7 @@ def location_route(location: str) -> Any:
 @bp.route("/v1/locations/<location>/employees/<employee>", methods=["GET", "PUT", "DELETE"])
 @require_scope("admin")
 def membership_route(location: str, employee: str) -> Any:
-    ids(location=location, employee=employee)
+    check_ids(location=location, employee=employee)
     store = current_runtime().directory
     if request.method == "GET":
         found = store.membership(location, employee)
@@ -186,7 +186,7 @@ def membership_route(location: str, employee: str) -> Any:
 @bp.route("/v1/chains/<chain>/employees/<employee>", methods=["GET", "PUT", "DELETE"])
 @require_scope("admin")
 def chain_membership_route(chain: str, employee: str) -> Any:
-    ids(chain=chain, employee=employee)
+    check_ids(chain=chain, employee=employee)
     store = current_runtime().directory
     if request.method == "GET":
         found = store.chain_membership(chain, employee)
@@ -201,14 +201,14 @@ def chain_membership_route(chain: str, employee: str) -> Any:
 @bp.route("/v1/chains/<chain>/roles/<role>", methods=["GET", "PUT", "DELETE"])
 @require_scope("admin")
 def chain_role_route(chain: str, role: str) -> Any:
-    ids(chain=chain, role=role)
+    check_ids(chain=chain, role=role)
     return _custom_role(Tenant.chain(chain), CHAIN_SCOPE, role, {"chain": chain, "role": role}, chain=chain)
 
 
 @bp.route("/v1/locations/<location>/roles/<role>", methods=["GET", "PUT", "DELETE"])
 @require_scope("admin")
 def location_role_route(location: str, role: str) -> Any:
-    ids(location=location, role=role)
+    check_ids(location=location, role=role)
     found = current_runtime().directory.location(location)
     if found is None:
         raise NotFound(f"location {location} does not exist")

@@ -48,7 +48,7 @@ from flask import Blueprint, Flask, Response, g, request
 from werkzeug.routing import PathConverter
 
 from sidecar.api.context import current_runtime
-from sidecar.api.io import reply
+from sidecar.api.edge import reply
 from sidecar.config import Settings
 from sidecar.forward_auth.jwt_auth import InvalidToken
 from sidecar.forward_auth.query import build_query

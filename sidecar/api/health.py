@@ -9,7 +9,7 @@ from flask import Blueprint, Response
 from sidecar import metrics
 from sidecar.api.auth import require_scope
 from sidecar.api.context import current_runtime
-from sidecar.api.io import reply
+from sidecar.api.edge import reply
 from sidecar.errors import PolicyInvalid
 from sidecar.openapi import document
 

@@ -21,7 +21,7 @@ from flask import Blueprint, Response, g
 
 from sidecar.api.auth import require_scope
 from sidecar.api.context import current_runtime
-from sidecar.api.io import ids, json_body, reply
+from sidecar.api.edge import check_ids, json_body, reply
 from sidecar.errors import BadRequest, RateLimited
 from sidecar.mfa.service import TwoStep, rfc3339
 from sidecar.policy.directory import check_id
@@ -61,14 +61,14 @@ def create_challenge() -> Any:
 @bp.get("/v1/mfa/challenges/<challenge_id>")
 @require_scope("mfa")
 def challenge_status(challenge_id: str) -> Any:
-    ids(challenge_id=challenge_id)
+    check_ids(challenge_id=challenge_id)
     return reply(two_step().status(challenge_id))
 
 
 @bp.post("/v1/mfa/challenges/<challenge_id>/verify")
 @require_scope("mfa")
 def verify(challenge_id: str) -> Any:
-    ids(challenge_id=challenge_id)
+    check_ids(challenge_id=challenge_id)
     code = json_body().get("code")
     if not isinstance(code, str) or not 0 < len(code) <= 32:
         raise BadRequest("code must be a string (the digits from the email)", field="code")
@@ -79,7 +79,7 @@ def verify(challenge_id: str) -> Any:
 @bp.post("/v1/mfa/challenges/<challenge_id>/approve")
 @require_scope("mfa")
 def approve(challenge_id: str) -> Any:
-    ids(challenge_id=challenge_id)
+    check_ids(challenge_id=challenge_id)
     body = json_body()
     device_id = check_id(body.get("device_id"), "device_id")
     decision = body.get("decision")
@@ -93,7 +93,7 @@ def approve(challenge_id: str) -> Any:
 @bp.post("/v1/employees/<employee>/devices")
 @require_scope("mfa")
 def register_device(employee: str) -> Any:
-    ids(employee=employee)
+    check_ids(employee=employee)
     body = json_body()
     device = Device(id=check_id(body.get("id"), "id"), name=_text(body, "name", 200),
                     platform=_text(body, "platform", 32), push_token=_text(body, "push_token", 4096),
@@ -105,14 +105,14 @@ def register_device(employee: str) -> Any:
 @bp.get("/v1/employees/<employee>/devices")
 @require_scope("mfa")
 def list_devices(employee: str) -> Any:
-    ids(employee=employee)
+    check_ids(employee=employee)
     return reply({"devices": [d.public() for d in two_step().devices.all(employee)]})
 
 
 @bp.delete("/v1/employees/<employee>/devices/<device_id>")
 @require_scope("mfa")
 def remove_device(employee: str, device_id: str) -> Any:
-    ids(employee=employee, device_id=device_id)
+    check_ids(employee=employee, device_id=device_id)
     two_step().remove_device(employee, device_id, g.get("request_id"))
     return Response(status=204)
 

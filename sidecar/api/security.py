@@ -1,7 +1,4 @@
-"""Audit events in, the Security section out.
-
-``POST /v1/audit/events`` (scope ``audit``): an upstream service reports what it saw happen;
-202 ``{"id"}`` only once the event is durable, else 503.
+"""The Security section (scope ``security``): the audit log, read.
 
 ``GET /v1/locations/{location}/security-events`` and ``GET /v1/chains/{chain}/security-events``
 (scope ``security``): the log newest first, filtered, paged by an opaque cursor (the position
@@ -9,7 +6,7 @@ in the log, so new events never shift a page), or ``format=csv`` streamed page b
 ``viewer`` must hold ``security_log:read`` (``security_log:export`` for CSV) at the location, or
 for a chain at every one of its locations; each look, and each refusal, is itself an event.
 
-Imports: Flask, the api helpers, :mod:`sidecar.audit` (events and query), the runtime.
+Imports: Flask, the api edge and auth, :mod:`sidecar.audit` (events and query), the runtime.
 """
 
 from __future__ import annotations
@@ -26,8 +23,8 @@ from flask import Blueprint, Response, g, request
 
 from sidecar.api.auth import require_scope
 from sidecar.api.context import current_runtime
-from sidecar.api.io import ids, json_body, reply
-from sidecar.audit.events import CATEGORIES, category_of
+from sidecar.api.edge import check_ids, matching, reply
+from sidecar.audit.events import ACTION_NAME, CATEGORIES
 from sidecar.audit.query import Query, search
 from sidecar.errors import BadRequest, Forbidden, NotFound
 from sidecar.policy.directory import check_id
@@ -39,82 +36,16 @@ bp = Blueprint("security", __name__)
 MAX_LIMIT, DEFAULT_LIMIT = 500, 100
 SCAN_BUDGET = 20_000  # log entries one JSON page may examine; past it the page ends early with a cursor
 CSV_ROWS_PER_CHUNK = 500
-_NAME = re.compile(r"[A-Za-z0-9:._-]{1,64}")
-_OUTCOME = re.compile(r"[A-Za-z0-9._-]{1,32}")
 _CURSOR = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _EVENT_FIELDS = ("id", "time", "location", "chain", "employee", "action", "category", "outcome", "object",
                  "device", "ip", "request_id", "details", "prev_hash", "hash")
-_BODY_FIELDS = {"location", "chain", "employee", "action", "outcome", "category", "object", "device", "ip",
-                "request_id", "details"}
-MAX_DETAILS_BYTES = 16 * 1024
-
-
-# -- events in ----------------------------------------------------------------------------------
-@bp.post("/v1/audit/events")
-@require_scope("audit")
-def report_event() -> Any:
-    body = json_body()
-    extra = sorted(set(body) - _BODY_FIELDS)
-    if extra:
-        raise BadRequest(f"unexpected fields {extra}", fields=extra)
-    location = None if body.get("location") is None else check_id(body["location"], "location")
-    chain = None if body.get("chain") is None else check_id(body["chain"], "chain")
-    if location is None and chain is None:
-        raise BadRequest("location (or chain) is required", field="location")
-    employee = None if body.get("employee") is None else check_id(body["employee"], "employee")
-    action = _matching(body.get("action"), _NAME, "action")
-    outcome = _matching(body.get("outcome"), _OUTCOME, "outcome")
-    category = body.get("category") or category_of(action)
-    if category not in CATEGORIES:
-        raise BadRequest(f"category must be one of {', '.join(CATEGORIES)}", field="category")
-    details = _object(body, "details")
-    if details is not None and len(orjson.dumps(details)) > MAX_DETAILS_BYTES:
-        raise BadRequest(f"details must be at most {MAX_DETAILS_BYTES} bytes of JSON", field="details")
-    event_id = current_runtime().auditor.emit(category=category, action=action, outcome=outcome, employee=employee,
-                          location=location, chain=chain, object=_flat(body, "object"), device=_flat(body, "device"),
-                          ip=_text(body, "ip", 64), request_id=_text(body, "request_id", 128) or g.get("request_id"),
-                          details=details)
-    return reply({"id": event_id}, 202)
-
-
-def _matching(value: object, pattern: re.Pattern[str], name: str) -> str:
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise BadRequest(f"{name} is required: {pattern.pattern}", field=name)
-    return value
-
-
-def _text(body: dict[str, Any], name: str, limit: int) -> str | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or len(value) > limit or not value.isprintable():
-        raise BadRequest(f"{name} must be a printable string of at most {limit} characters", field=name)
-    return value
-
-
-def _object(body: dict[str, Any], name: str) -> dict[str, Any] | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, dict):
-        raise BadRequest(f"{name} must be an object", field=name)
-    return value
-
-
-def _flat(body: dict[str, Any], name: str) -> dict[str, Any] | None:
-    """A small object of scalar fields (``object``, ``device``)."""
-    value = _object(body, name)
-    if value is None:
-        return None
-    if len(value) > 16 or not all(isinstance(v, str | int | bool | None) and len(str(v)) <= 512
-                                  for v in value.values()):
-        raise BadRequest(f"{name} must hold at most 16 fields of short strings or numbers", field=name)
-    return value
 
 
 # -- the Security section -------------------------------------------------------------------------
 @bp.get("/v1/locations/<location>/security-events")
 @require_scope("security")
 def location_events(location: str) -> Any:
-    ids(location=location)
+    check_ids(location=location)
     runtime = current_runtime()
     engine = runtime.replica.engine_for_location(location)
     if engine is None:
@@ -128,7 +59,7 @@ def location_events(location: str) -> Any:
 @bp.get("/v1/chains/<chain>/security-events")
 @require_scope("security")
 def chain_events(chain: str) -> Any:
-    ids(chain=chain)
+    check_ids(chain=chain)
     runtime = current_runtime()
     if runtime.directory.chain(chain) is None:
         raise NotFound(f"chain {chain} does not exist")
@@ -193,7 +124,7 @@ def _query(only_location: str | None) -> Query:
         check_id(employee, "employee")
     action = args.get("action")
     if action is not None:
-        _matching(action, _NAME, "action")
+        matching(action, ACTION_NAME, "action")
     cursor = args.get("cursor")
     if cursor is not None and not _CURSOR.fullmatch(cursor):
         raise BadRequest("cursor is not one this API gave out", field="cursor")

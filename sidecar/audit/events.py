@@ -11,6 +11,7 @@ Imports: nothing of the sidecar (pure).
 from __future__ import annotations
 
 import functools
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ CATEGORIES = ("login", "export", "edit", "delete", "access", "security")
 REDACTED = "[redacted]"
 _SECRET_WORDS = ("token", "code", "password", "passwd", "secret", "otp", "authorization", "cookie",
                  "api_key", "apikey", "credential", "private_key")
+ACTION_NAME = re.compile(r"[A-Za-z0-9:._-]{1,64}")  # an action as reported or filtered on
 FIELD_LIMIT = 512
 DEVICE_FIELDS = ("id", "name", "platform", "user_agent")
 

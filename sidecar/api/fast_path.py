@@ -1,10 +1,13 @@
-"""Decisions (scope ``check``): ``POST /v1/check``, ``POST /v1/check/batch``, effective rights.
+"""The decision fast path (scope ``check``): ``POST /v1/check`` and ``POST /v1/check/batch``.
 
-The two POST routes are the hot path. ``DecisionRoutes`` answers them as a thin WSGI layer in
+These two routes are the hot path. :class:`DecisionRoutes` answers them as a thin WSGI layer in
 front of Flask (no request context, routing or response objects: a decision costs tens of
-microseconds, Flask's machinery would cost more than the decision), with the same token check,
-error bodies, request id, log line and metrics as every other route. Everything else passes
-through to Flask.
+microseconds, Flask's machinery would cost more than the decision), through the same edge as
+every other route (:mod:`sidecar.api.edge`: token check, error bodies, headers, request id, log
+line, metrics) and the same limits (:mod:`sidecar.api.limits`). Everything else passes
+through to Flask, after the limits.
+
+Imports: the api edge and auth, the runtime, policy values, errors.
 """
 
 from __future__ import annotations
@@ -12,28 +15,33 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
 import structlog
-from flask import Blueprint
 
-from sidecar.api import limits, observe
-from sidecar.api.auth import authorize, require_scope
-from sidecar.api.context import current_runtime
-from sidecar.api.io import ids, parse_json_object, reply
+from sidecar.api import limits
+from sidecar.api.auth import authorize
+from sidecar.api.edge import (
+    INTERNAL_ERROR,
+    begin,
+    finish,
+    method_not_allowed,
+    parse_json_object,
+    request_id,
+    status_line,
+)
 from sidecar.errors import BadRequest, SidecarError, TooManyChecks
 from sidecar.policy.decisions import Decision
 from sidecar.policy.directory import check_id
 from sidecar.policy.records import CheckRecord
 from sidecar.runtime import Runtime
 
-bp = Blueprint("check", __name__)
 log = structlog.get_logger("sidecar.http")
 MAX_BATCH = 100
-Query = dict[str, list[str]]
+QueryArgs = dict[str, list[str]]  # the parsed query string
 
 
 def _text(body: dict[str, Any], name: str, limit: int = 64) -> str:
@@ -64,7 +72,7 @@ def _is_revision(value: object) -> bool:
     return isinstance(value, str) and _REVISION.fullmatch(value) is not None
 
 
-def _subject(runtime: Runtime, body: dict[str, Any], query: Query) -> tuple[str, str, dict[str, Any]]:
+def _subject(runtime: Runtime, body: dict[str, Any], query: QueryArgs) -> tuple[str, str, dict[str, Any]]:
     employee = check_id(body.get("employee"), "employee")
     location = check_id(body.get("location"), "location")
     context = _context(body)
@@ -76,7 +84,7 @@ def _subject(runtime: Runtime, body: dict[str, Any], query: Query) -> tuple[str,
     return employee, location, context
 
 
-def decide_one(runtime: Runtime, raw: bytes, query: Query, rid: str) -> tuple[dict[str, Any], list[Decision]]:
+def decide_one(runtime: Runtime, raw: bytes, query: QueryArgs, rid: str) -> tuple[dict[str, Any], list[Decision]]:
     body = parse_json_object(raw)
     employee, location, context = _subject(runtime, body, query)
     right = f"{_text(body, 'resource')}:{_text(body, 'action')}"
@@ -90,7 +98,7 @@ def decide_one(runtime: Runtime, raw: bytes, query: Query, rid: str) -> tuple[di
     return answer, [decision]
 
 
-def decide_batch(runtime: Runtime, raw: bytes, query: Query, rid: str) -> tuple[dict[str, Any], list[Decision]]:
+def decide_batch(runtime: Runtime, raw: bytes, query: QueryArgs, rid: str) -> tuple[dict[str, Any], list[Decision]]:
     body = parse_json_object(raw)
     checks = body.get("checks")
     if not isinstance(checks, list) or not checks:
@@ -113,12 +121,9 @@ def decide_batch(runtime: Runtime, raw: bytes, query: Query, rid: str) -> tuple[
     return {"results": results}, [decision for decision, _ in decided]
 
 
-Handler = Callable[[Runtime, bytes, Query, str], tuple[dict[str, Any], list[Decision]]]
+Handler = Callable[[Runtime, bytes, QueryArgs, str], tuple[dict[str, Any], list[Decision]]]
 HOT_ROUTES: dict[str, Handler] = {"/v1/check": decide_one, "/v1/check/batch": decide_batch}
-_STATUS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized", 403: "403 Forbidden",
-           404: "404 Not Found", 405: "405 Method Not Allowed", 413: "413 Payload Too Large",
-           414: "414 URI Too Long", 431: "431 Request Header Fields Too Large",
-           500: "500 Internal Server Error", 503: "503 Service Unavailable"}
+ALLOWED = ("POST",)
 
 
 class DecisionRoutes:
@@ -140,18 +145,19 @@ class DecisionRoutes:
                 limits.check_head(environ)
                 limits.buffer_body(environ)
             except SidecarError as error:
-                rid = observe.request_id(environ.get("HTTP_X_REQUEST_ID"))
-                observe.begin(rid)
+                rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
+                begin(rid)
                 return self._answer(environ, start_response, "unmatched", error.status, error.body(), rid,
-                                    time.perf_counter(), [])
+                                    time.perf_counter())
             return self.app(environ, start_response)
         started = time.perf_counter()
-        rid = observe.request_id(environ.get("HTTP_X_REQUEST_ID"))
-        observe.begin(rid)
+        rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
+        begin(rid)
         decisions: list[Decision] = []
+        allow: tuple[str, ...] = ()
         try:
             if environ.get("REQUEST_METHOD") != "POST":
-                status, answer = 405, {"error": {"code": "method_not_allowed", "message": "use POST"}}
+                status, answer, allow = 405, method_not_allowed(ALLOWED), ALLOWED
             else:
                 limits.check_head(environ)
                 self.runtime.maybe_reload_policies()
@@ -164,29 +170,17 @@ class DecisionRoutes:
             status, answer = error.status, error.body()
         except Exception as error:  # a failure is a 500 JSON body, never a traceback and never an allow
             log.exception("unhandled_error", error_type=type(error).__name__)
-            status, answer = 500, {"error": {"code": "internal", "message": "internal error; see the request id"}}
-        return self._answer(environ, start_response, route, status, answer, rid, started, decisions)
+            status, answer = 500, INTERNAL_ERROR
+        return self._answer(environ, start_response, route, status, answer, rid, started, decisions, allow)
 
     @staticmethod
     def _answer(environ: dict[str, Any], start_response: Callable[..., Any], route: str, status: int,
-                answer: dict[str, Any], rid: str, started: float, decisions: list[Decision]) -> Iterable[bytes]:
+                answer: dict[str, Any], rid: str, started: float, decisions: Sequence[Decision] = (),
+                allow: Sequence[str] = ()) -> Iterable[bytes]:
         payload = orjson.dumps(answer)
-        start_response(_STATUS.get(status, f"{status} Error"), [
-            ("Content-Type", "application/json"), ("Content-Length", str(len(payload))), ("X-Request-Id", rid)])
-        observe.finish(environ.get("REQUEST_METHOD", ""), route, status, time.perf_counter() - started, decisions)
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload))), ("X-Request-Id", rid)]
+        if allow:
+            headers.append(("Allow", ", ".join(allow)))
+        start_response(status_line(status), headers)
+        finish(environ.get("REQUEST_METHOD", ""), route, status, time.perf_counter() - started, decisions)
         return [payload]
-
-
-@bp.get("/v1/locations/<location>/employees/<employee>/rights")
-@require_scope("check")
-def rights(location: str, employee: str) -> Any:
-    ids(location=location, employee=employee)
-    runtime = current_runtime()
-    engine = runtime.replica.engine_for_location(location)
-    held: list[str] = []
-    if engine is not None:
-        person = engine.directory.employees.get(employee)
-        if person is not None and person.active:
-            held = sorted(engine.rights(employee, location))
-    return reply({"employee": employee, "location": location, "rights": held,
-                  "revision": engine.directory.revision if engine else None})

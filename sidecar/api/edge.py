@@ -1,0 +1,133 @@
+"""The edge both request pipelines share: request ids, the request log line, JSON in and out, errors.
+
+The Flask routes (the hooks and error handlers in :mod:`sidecar.api`) and the decision fast
+path (:mod:`sidecar.api.fast_path`) both answer through here, so a request that fails the same
+way gets the same status, error body and headers on either path (``tests/test_edge_parity.py``):
+
+* every answer is JSON with ``Content-Type: application/json``, ``Content-Length`` and the
+  request's ``X-Request-Id`` (the caller's when sane, else a fresh one);
+* an error body is ``{"error": {"code", "message", ...details}}``; 405 also carries ``Allow``;
+* the limits of :mod:`sidecar.api.limits` (target, header line, body) refuse alike;
+* one structlog line and the HTTP metrics per answered request.
+
+Imports: Flask (``Response``, ``request``), policy values, errors, metrics.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Collection, Sequence
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+import structlog
+from flask import Response, request
+
+from sidecar import metrics
+from sidecar.api.limits import MAX_BODY
+from sidecar.errors import BadRequest, InvalidJson
+from sidecar.policy.decisions import Decision
+from sidecar.policy.directory import check_id
+
+log = structlog.get_logger("sidecar.http")
+
+
+# -- what every answered request leaves behind ------------------------------------------------
+def request_id(incoming: str | None) -> str:
+    """The caller's ``X-Request-Id`` when it is sane, else a fresh one."""
+    if incoming and len(incoming) <= 128 and incoming.isprintable():
+        return incoming
+    return uuid.uuid4().hex
+
+
+def begin(rid: str) -> None:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=rid)
+
+
+def finish(method: str, route: str, status: int, duration_s: float, decisions: Sequence[Decision] = ()) -> None:
+    metrics.REQUESTS.labels(route, str(status)).inc()
+    metrics.LATENCY.labels(route).observe(duration_s)
+    fields: dict[str, Any] = {"method": method, "route": route, "status": status,
+                              "duration_ms": round(duration_s * 1000, 3)}
+    if decisions:
+        for decision in decisions:
+            metrics.DECISIONS.labels("true" if decision.allowed else "false", decision.reason).inc()
+        if len(decisions) == 1:
+            fields.update(right=decisions[0].right, allowed=decisions[0].allowed, reason=decisions[0].reason)
+        else:
+            fields.update(checks=len(decisions), allowed_count=sum(d.allowed for d in decisions))
+    log.info("request", **fields)
+
+
+# -- error bodies both pipelines answer ----------------------------------------------------------
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+INTERNAL_ERROR = error_body("internal", "internal error; see the request id in the logs")
+TOO_LARGE_MESSAGE = f"bodies are at most {MAX_BODY // (1024 * 1024)} MiB"
+
+
+def method_not_allowed(allowed: Collection[str]) -> dict[str, Any]:
+    return error_body("method_not_allowed", f"this route answers {', '.join(sorted(allowed))} only")
+
+
+def status_line(status: int) -> str:
+    """``"413 Request Entity Too Large"``: the WSGI status line of a code."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Error"
+
+
+# -- reading requests: JSON bodies, ids, small typed fields (errors are 400s) ---------------------
+def json_body() -> dict[str, Any]:
+    """The Flask request's body as a JSON object (``limits.buffer_body`` handed it on whole)."""
+    return parse_json_object(request.get_data(cache=True))
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        raise InvalidJson("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidJson("the body must be a JSON object")
+    return body
+
+
+def check_ids(**values: str) -> None:
+    """Validate path ids: 1-64 chars from [A-Za-z0-9._-], else 400 invalid_id."""
+    for name, value in values.items():
+        check_id(value, name)
+
+
+def matching(value: object, pattern: re.Pattern[str], name: str) -> str:
+    """``value`` when it is a string that fully matches ``pattern``, else 400 naming the field."""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise BadRequest(f"{name} is required: {pattern.pattern}", field=name)
+    return value
+
+
+def optional_bool(body: dict[str, Any], name: str, default: bool = False) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{name} must be true or false", field=name)
+    return value
+
+
+def optional_str(body: dict[str, Any], name: str, *, limit: int = 320) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise BadRequest(f"{name} must be a string of at most {limit} characters", field=name)
+    return value
+
+
+# -- answering ---------------------------------------------------------------------------------
+def reply(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status=status, mimetype="application/json")
