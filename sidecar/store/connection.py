@@ -63,11 +63,3 @@ def translated_errors() -> Iterator[None]:
         raise StoreUnavailable("the directory store (Redis) refused the command", reason="refused") from exc
     except redis.RedisError as exc:  # anything else redis-py raises (a protocol or data error)
         raise StoreUnavailable("the directory store (Redis) failed", reason="error") from exc
-
-
-def reachable(client: Client) -> bool:
-    """Whether Redis answers a PING now (readiness); never raises."""
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
