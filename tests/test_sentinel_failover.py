@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from sidecar import audit
 from sidecar.app import create_app
 from sidecar.errors import StoreUnavailable
 from sidecar.store.replica import parse_revision
@@ -112,7 +111,7 @@ def test_a_killed_primary_loses_no_acknowledged_write_and_decisions_never_stop(
             is False
         assert parse_revision(reader.app.extensions["sidecar"].replica.position) > parse_revision(position)
         # Audit events taken during the failover were spooled, then replayed to the new primary.
-        auditor = audit.auditor_for(writer.app.extensions["sidecar"])
+        auditor = writer.app.extensions["sidecar"].auditor
 
         def replayed() -> bool:
             try:
