@@ -1,10 +1,14 @@
-"""Shared fixtures: a real redis-server per test session, a clean database per test."""
+"""Shared fixtures: a real redis-server per test session, a clean database per test; an app
+factory that stops every app it built; ``wait_until`` and ``free_port`` for every test."""
 
 from __future__ import annotations
 
+import socket
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -13,6 +17,32 @@ from sidecar.store.redis_server import RedisServer
 from tests.postgres_support import PostgresCluster, postgres_bin
 
 POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float = 10.0, step_s: float = 0.02,
+               ignoring: tuple[type[BaseException], ...] = ()) -> bool:
+    """Poll ``condition`` until it is truthy (True) or ``timeout_s`` passed (False, after one last try).
+
+    Exceptions in ``ignoring`` count as "not yet"; any other one (e.g. an assertion that a
+    process is still alive) ends the wait at once.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if condition():
+                return True
+        except ignoring:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(step_s)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (other tests run beside these)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import email
 import email.policy
 import ipaddress
 import re
-import socket
 import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -16,6 +15,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from tests.conftest import free_port
 
 CODE = re.compile(r"sign-in code is: (\d{6,})")
 USER, PASSWORD = "sidecar", "s3cret pass"
@@ -62,12 +63,6 @@ class Inbox:
         match = CODE.search(body.get_content())
         assert match, "no code in the message"
         return match.group(1)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_smtp(inbox: Inbox, **server_kwargs: Any) -> Controller:

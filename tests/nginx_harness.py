@@ -39,12 +39,13 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+from tests.conftest import free_port, wait_until
 
 HOST = "127.0.0.1"
 
@@ -54,12 +55,6 @@ def find_nginx() -> str | None:
     if found:
         return found
     return "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def port_answers(port: int, timeout: float = 0.2) -> bool:
@@ -275,14 +270,10 @@ class NginxHarness:
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                return False
-            if port_answers(self.port):
-                self._process = process
-                return True
-            time.sleep(0.05)
+        wait_until(lambda: process.poll() is not None or port_answers(self.port), timeout_s=timeout, step_s=0.05)
+        if process.poll() is None and port_answers(self.port):
+            self._process = process
+            return True
         process.kill()
         process.wait()
         return False

@@ -17,7 +17,7 @@ from pathlib import Path
 import redis
 
 from sidecar.store.redis_server import redis_server_binary
-from tests.nginx_harness import free_port
+from tests.conftest import free_port, wait_until
 
 SERVICE = "sidecar"
 DOWN_AFTER_MS = 1000  # sentinels call the primary down after this long without an answer (not less: a
@@ -25,16 +25,7 @@ DOWN_AFTER_MS = 1000  # sentinels call the primary down after this long without 
 FAILOVER_TIMEOUT_MS = 2000
 
 
-def wait_until(condition, timeout_s: float = 10.0, step_s: float = 0.02) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return True
-        except (redis.RedisError, OSError):
-            pass
-        time.sleep(step_s)
-    return bool(condition())
+REDIS_DOWN = (redis.RedisError, OSError)  # what a probe of a Redis that is (re)starting may raise
 
 
 class RedisNode:
@@ -123,7 +114,8 @@ class SentinelSet:
         self.primary.start()
         self.replica.args = ("--replicaof", "127.0.0.1", str(self.primary.port))
         self.replica.start()
-        assert wait_until(lambda: self.replica.client().info("replication")["master_link_status"] == "up")
+        assert wait_until(lambda: self.replica.client().info("replication")["master_link_status"] == "up",
+                          ignoring=REDIS_DOWN)
         config = (f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary.port} 2\n"
                   f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
                   f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
@@ -134,7 +126,7 @@ class SentinelSet:
             s.client().execute_command("SENTINEL", "MASTER", SERVICE) and
             int(_pairs(s.client().execute_command("SENTINEL", "MASTER", SERVICE))["num-other-sentinels"]) == 2 and
             int(_pairs(s.client().execute_command("SENTINEL", "MASTER", SERVICE))["num-slaves"]) == 1
-            for s in self.sentinels), timeout_s=15)
+            for s in self.sentinels), timeout_s=15, ignoring=REDIS_DOWN)
         return self
 
     def primary_port(self) -> int:

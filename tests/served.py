@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import POLICY_DIR
-from tests.nginx_harness import free_port
+from tests.conftest import POLICY_DIR, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"

@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sidecar.store.redis_server import RedisServer
-from tests.conftest import POLICY_DIR
-from tests.nginx_harness import EchoUpstream, NginxHarness, Response, find_nginx, free_port
+from tests.conftest import POLICY_DIR, free_port
+from tests.nginx_harness import EchoUpstream, NginxHarness, Response, find_nginx
 
 pytestmark = pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (.ci/run installs nginx-light)")
 

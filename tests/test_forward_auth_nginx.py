@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.nginx_harness import EchoUpstream, NginxHarness, Seen, StubServer, find_nginx, free_port
+from tests.conftest import free_port
+from tests.nginx_harness import EchoUpstream, NginxHarness, Seen, StubServer, find_nginx
 
 pytestmark = pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (CI installs nginx-light)")
 

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import POLICY_DIR
-from tests.nginx_harness import free_port
+from tests.conftest import POLICY_DIR, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,8 +11,8 @@ import redis
 
 from sidecar.app import create_app
 from sidecar.store.mfa.push import OUTBOX_STREAM
-from tests.conftest import Api, make_settings, make_tokens
-from tests.mfa_support import Clock, Inbox, free_port, scan_redis, start_smtp
+from tests.conftest import Api, free_port, make_settings, make_tokens
+from tests.mfa_support import Clock, Inbox, scan_redis, start_smtp
 
 SECRET = "test-mfa-secret-0123456789abcdef"
 PHONE = {"id": "phone-1", "name": "Ana's iPhone", "platform": "ios", "push_token": "apns-token-1"}

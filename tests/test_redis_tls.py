@@ -26,8 +26,7 @@ from cryptography.x509.oid import NameOID
 from sidecar.app import create_app
 from sidecar.config import Settings
 from sidecar.store.redis_server import redis_server_binary
-from tests.conftest import Api, make_settings, make_tokens
-from tests.nginx_harness import free_port
+from tests.conftest import Api, free_port, make_settings, make_tokens
 
 CANDIDATES = ("/usr/bin/redis-check-rdb", "/usr/bin/redis-server")
 

@@ -18,9 +18,9 @@ import redis
 from sidecar.app import create_app
 from sidecar.errors import StoreUnavailable
 from sidecar.store.replica import parse_revision
-from tests.conftest import Api, make_settings, make_tokens
-from tests.redis_nodes import SERVICE, SentinelSet, wait_until
-from tests.test_audit_helpers import read_log, report, stop_auditors
+from tests.audit_support import read_log, report
+from tests.conftest import Api, make_settings, make_tokens, wait_until
+from tests.redis_nodes import REDIS_DOWN, SERVICE, SentinelSet
 
 pytestmark = pytest.mark.e2e
 
@@ -30,12 +30,6 @@ def sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]
     nodes = SentinelSet(tmp_path_factory.mktemp("sentinel")).start()
     yield nodes
     nodes.stop()
-
-
-@pytest.fixture(autouse=True)
-def _no_shipper_outlives_the_test() -> Iterator[None]:
-    yield
-    stop_auditors()
 
 
 def primary_url(nodes: SentinelSet) -> str:
@@ -131,14 +125,14 @@ def test_a_killed_primary_loses_no_acknowledged_write_and_decisions_never_stop(
 def test_a_demoted_primary_answering_readonly_is_a_503_not_a_500(tmp_path: Path, sentinels: SentinelSet) -> None:
     assert wait_until(lambda: all(
         int(n.client().info("replication")["connected_slaves"]) == 1 for n in (sentinels.primary, sentinels.replica)
-        if n.client().info("replication")["role"] == "master"), timeout_s=15)
+        if n.client().info("replication")["role"] == "master"), timeout_s=15, ignoring=REDIS_DOWN)
     writer, reader = make_api(tmp_path / "writer", sentinels.url), make_api(tmp_path / "reader", sentinels.url)
     try:
         seed(writer)
         assert reader.check("e-2", "l-1", "calendar:view")["allowed"] is True
         old_port = sentinels.primary_port()
         sentinels.sentinels[0].client().execute_command("SENTINEL", "FAILOVER", SERVICE)  # old primary: a replica
-        assert wait_until(lambda: sentinels.primary_port() != old_port, timeout_s=15)
+        assert wait_until(lambda: sentinels.primary_port() != old_port, timeout_s=15, ignoring=REDIS_DOWN)
         write_until_accepted(writer, reader, sentinels, restart_old=None)
         assert writer.get("/v1/employees/e-9", scope="admin").status_code == 200
     finally:
