@@ -5,12 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import threading
-import time
 
 import pytest
 
 from sidecar.audit.events import new_event
 from tests.audit_support import audit_log, read_log, report, seed
+from tests.conftest import wait_until
 
 LOCATION_ROUTE = "/v1/locations/l-1/security-events"
 CHAIN_ROUTE = "/v1/chains/ch-1/security-events"
@@ -188,13 +188,13 @@ def test_csv_cells_never_start_a_formula(api) -> None:
 def test_a_critical_checks_event_shows_in_the_security_section_promptly(api) -> None:
     seed(api)
     answer = api.check("e-1", "l-1", "client:delete")  # journaled, then shipped by the shipper thread
-    found: list[dict] = []
-    deadline = time.monotonic() + 5
-    while not found and time.monotonic() < deadline:
+
+    def found() -> list[dict]:
         events = look(api, LOCATION_ROUTE, viewer="boss", action="client:delete").get_json()["events"]
-        found = [e for e in events if e["details"]["decision_id"] == answer["decision_id"]]
-        if not found:
-            time.sleep(0.02)
+        return [e for e in events if e["details"]["decision_id"] == answer["decision_id"]]
+
+    assert wait_until(found)
+    found = found()
     assert len(found) == 1
     assert (found[0]["employee"], found[0]["outcome"], found[0]["category"]) == ("e-1", "denied", "delete")
 

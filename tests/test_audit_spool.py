@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from sidecar.audit.events import new_event
 from sidecar.runtime import Runtime
 from sidecar.store.redis_server import RedisServer
 from tests.audit_support import audit_log, read_log, report, seed
-from tests.conftest import Api, make_settings, make_tokens
+from tests.conftest import Api, make_settings, make_tokens, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -122,6 +121,7 @@ def kill_after(script: str, prefix: str, count: int) -> list[str]:
     return seen
 
 
+@pytest.mark.e2e
 def test_a_new_process_replays_the_spool_a_killed_one_left(tmp_path, own_redis) -> None:
     data = tmp_path / "data"
     own_redis.kill()
@@ -155,6 +155,7 @@ def test_a_new_process_replays_the_spool_a_killed_one_left(tmp_path, own_redis) 
         runtime.stop()
 
 
+@pytest.mark.e2e
 def test_check_events_of_a_worker_killed_right_after_answering_are_shipped_by_a_later_process(
         tmp_path, outage_api, own_redis) -> None:
     seed(outage_api)  # the directory is in Redis; the worker below has a data directory of its own
@@ -179,13 +180,12 @@ def test_check_events_of_a_worker_killed_right_after_answering_are_shipped_by_a_
 
     later = create_app(make_settings(data), redis_url=own_redis.url)  # replays the orphaned file on start
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            shipped = [e["details"]["decision_id"] for e in read_log(own_redis.url, "c:ch-1")
-                       if e["details"].get("decision_id")]
-            if set(answered) <= set(shipped) or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        def shipped_ids() -> list[str]:
+            return [e["details"]["decision_id"] for e in read_log(own_redis.url, "c:ch-1")
+                    if e["details"].get("decision_id")]
+
+        assert wait_until(lambda: set(answered) <= set(shipped_ids()))
+        shipped = shipped_ids()
         assert [d for d in shipped if d in set(answered)] == answered  # none lost, in order
         assert len(shipped) == len(set(shipped))
         assert audit_log(own_redis.url).verify("c:ch-1").intact

@@ -5,12 +5,15 @@ effective = rights of the roles held here and chain-wide + allows, minus denies 
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.policy.decisions import decide
 from tests.domain_table import CATALOGUE, TEMPLATES
 from tests.test_decisions import engines
+
+pytestmark = pytest.mark.e2e  # real processes / many generated examples: `pytest -m 'not e2e'` skips it
 
 roles = st.lists(st.sampled_from(sorted(TEMPLATES)), max_size=3, unique=True)
 rights = st.lists(st.sampled_from(CATALOGUE), max_size=4, unique=True)

@@ -27,10 +27,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sidecar.store.redis_server import RedisServer
-from tests.conftest import POLICY_DIR, free_port
+from tests.conftest import POLICY_DIR, free_port, wait_until
 from tests.nginx_harness import EchoUpstream, NginxHarness, Response, find_nginx
 
-pytestmark = pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (.ci/run installs nginx-light)")
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (.ci/run installs nginx-light)")]
 
 SECRET = "e2e-forward-auth-secret-0123456789abcdefghij"  # >= 32 bytes
 SIDECAR = Path(sys.executable).parent / "sidecar"
@@ -74,13 +75,13 @@ def _http(port: int, path: str, *, method: str = "GET", body: Any = None, token:
 
 
 def _wait_ready(sidecar: Sidecar, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"sidecar exited with {process.returncode}:\n{sidecar.log.read_text()[-3000:]}")
-        if _http(sidecar.port, "/readyz") == 200:
-            return
-        time.sleep(0.2)
+        return _http(sidecar.port, "/readyz") == 200
+
+    if wait_until(ready, timeout_s=timeout_s, step_s=0.2):
+        return
     raise RuntimeError(f"sidecar not ready after {timeout_s} s:\n{sidecar.log.read_text()[-3000:]}")
 
 

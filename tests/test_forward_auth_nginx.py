@@ -18,7 +18,8 @@ import pytest
 from tests.conftest import free_port
 from tests.nginx_harness import EchoUpstream, NginxHarness, Seen, StubServer, find_nginx
 
-pytestmark = pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (CI installs nginx-light)")
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (CI installs nginx-light)")]
 
 
 class StandInAuth(StubServer):

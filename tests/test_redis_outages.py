@@ -24,6 +24,8 @@ from sidecar.store.replication import acknowledged
 from tests.conftest import POLICY_DIR, Api, free_port, make_settings, make_tokens, wait_until
 from tests.redis_nodes import REDIS_DOWN, RedisNode
 
+pytestmark = pytest.mark.e2e  # real processes / many generated examples: `pytest -m 'not e2e'` skips it
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -28,6 +28,8 @@ from sidecar.config import Settings
 from sidecar.store.redis_server import redis_server_binary
 from tests.conftest import Api, free_port, make_settings, make_tokens
 
+pytestmark = pytest.mark.e2e  # real processes / many generated examples: `pytest -m 'not e2e'` skips it
+
 CANDIDATES = ("/usr/bin/redis-check-rdb", "/usr/bin/redis-server")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,8 @@ from sidecar.policy.bundle import load_bundle
 from sidecar.policy.engine import TenantEngine
 from sidecar.policy.seats import Scope, SeatCounter
 from sidecar.policy.suites import build_directories
+
+pytestmark = pytest.mark.e2e  # real processes / many generated examples: `pytest -m 'not e2e'` skips it
 
 BUNDLE = load_bundle(Path(__file__).resolve().parent.parent / "policies")
 LOCATIONS = ("l-1", "l-2", "l-3")

@@ -22,9 +22,9 @@ While a process has spooled events waiting, its new events queue behind them in 
 an event going to Redis first ships this process's pending check events: a log stays in order.
 Secrets never reach either sink.
 
-Imports point one way: events <- query, auditor <- listeners; the package imports policy,
-store, errors and metrics, never the runtime or the web layer (the runtime builds the Auditor
-and subscribes the listeners).
+Inside, imports point one way: events <- auditor <- listeners (query stands alone). The package
+imports policy, store, errors and metrics, never the runtime or the web layer: the runtime
+builds the Auditor and subscribes the listeners.
 """
 
 from sidecar.audit.auditor import Auditor

@@ -82,6 +82,13 @@ class Replica:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    def restart(self) -> None:
+        """Stop following, then follow again from where the follower was: what it missed is replayed."""
+        self.stop()
+        self._stop.clear()
+        self._thread = None
+        self.start_from(self.position)
+
     def _follow(self) -> None:
         client = self._follower = connect(self._redis_url, timeout_s=5.0)
         backoff = 0.05
@@ -94,7 +101,7 @@ class Replica:
                 backoff = 0.05
                 for _stream, entries in reply or []:
                     for entry_id, fields in entries:
-                        self._apply(entry_id.decode(), fields)
+                        self.apply_change(entry_id.decode(), fields)
             except Exception as exc:  # the follower must outlive any failure; stop() closes its socket too
                 if self._stop.is_set():
                     break
@@ -113,7 +120,8 @@ class Replica:
             self.mark_all_stale()
         log.info("change_log_resumed", position=self.position)
 
-    def _apply(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
+    def apply_change(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
+        """Take in one change-log entry: what the follower does with each (callable by hand too)."""
         kind = fields.get(b"kind", b"").decode()
         employees = fields.get(b"employees", b"*").decode()
         revision = parse_revision(entry_id)

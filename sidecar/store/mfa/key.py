@@ -2,7 +2,7 @@
 
     sidecar:mfa:key   STRING, created once (SET NX) so every replica uses the same key
 
-Imports: redis (through the client), :mod:`sidecar.store.connection`.
+Imports: redis, :mod:`sidecar.store.connection`.
 """
 
 from __future__ import annotations
