@@ -32,7 +32,8 @@ LAYERS = [  # left to right; a module belongs to the first entry its name starts
                   "sidecar.forward_auth")),
     ("runtime", ("sidecar.runtime",)),
     ("api", ("sidecar.api", "sidecar.openapi")),
-    ("entry points", ("sidecar.app", "sidecar.server", "sidecar.startup", "sidecar.cli", "sidecar.__main__")),
+    ("entry points", ("sidecar.app", "sidecar.server", "sidecar.servers", "sidecar.startup", "sidecar.cli",
+                      "sidecar.__main__")),
 ]
 # Third-party packages each allowed in only a few places.
 CONFINED = {
