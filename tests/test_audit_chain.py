@@ -10,7 +10,6 @@ import orjson
 import pytest
 import redis
 
-from sidecar.app import create_app
 from sidecar.audit.events import new_event
 from sidecar.cli import main
 from sidecar.store.audit_log import GENESIS, canonical, link, stream_key
@@ -103,21 +102,17 @@ def test_verify_names_the_first_bad_event_after_tampering(app, api, redis_url, r
     assert verdict.problem
 
 
-def test_appends_from_two_apps_on_one_redis_never_fork_the_chain(tmp_path, api, redis_url) -> None:
+def test_appends_from_two_apps_on_one_redis_never_fork_the_chain(tmp_path, api, redis_url, app_factory) -> None:
     seed(api)
-    apps = [create_app(make_settings(tmp_path / name), redis_url=redis_url) for name in ("a", "b")]
-    try:
-        threads = [threading.Thread(target=fill, args=(app, 150)) for app in apps for _ in range(3)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        verdict = audit_log(redis_url).verify(LOG)
-        assert verdict.intact
-        assert len([e for e in read_log(redis_url, LOG) if e["action"] == "login"]) == 900
-    finally:
-        for app in apps:
-            app.extensions["sidecar"].stop()
+    apps = [app_factory(make_settings(tmp_path / name)) for name in ("a", "b")]
+    threads = [threading.Thread(target=fill, args=(app, 150)) for app in apps for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    verdict = audit_log(redis_url).verify(LOG)
+    assert verdict.intact
+    assert len([e for e in read_log(redis_url, LOG) if e["action"] == "login"]) == 900
 
 
 def test_replaying_an_event_twice_appends_it_once(app, api, redis_url) -> None:

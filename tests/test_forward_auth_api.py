@@ -17,6 +17,7 @@ import jwt
 import pytest
 import redis
 
+from sidecar.api.context import runtime_of
 from sidecar.api.forward_auth import _raw_target
 from sidecar.app import create_app
 from sidecar.policy.files import PolicyFileError
@@ -57,21 +58,15 @@ def traefik(method: str, uri: str) -> dict[str, str]:
     return {"X-Forwarded-Method": method, "X-Forwarded-Uri": uri}
 
 
-def start(settings: Any, redis_url: str) -> Any:
-    return create_app(settings, redis_url=redis_url)
-
-
 @pytest.fixture
-def fa(tmp_path: Path, redis_url: str) -> Any:
+def fa(tmp_path: Path, app_factory) -> Any:
     """An Api whose app has a JWT secret, with SEED written."""
     settings = make_settings(tmp_path, jwt_secret=SECRET)
-    application = start(settings, redis_url)
-    api = Api(application, make_tokens(settings))
+    api = Api(app_factory(settings), make_tokens(settings))
     for path, body in SEED:
         response = api.put(path, body)
         assert response.status_code == 200, (path, response.get_json())
-    yield api
-    application.extensions["sidecar"].stop()
+    return api
 
 
 def call(api: Api, headers: dict[str, str], *, method: str = "GET", path: str = "/v1/forward-auth") -> Any:
@@ -246,23 +241,20 @@ def copy_policies(tmp_path: Path) -> Path:
     return policies
 
 
-def test_the_route_table_follows_a_policy_reload(tmp_path: Path, redis_url: str) -> None:
+def test_the_route_table_follows_a_policy_reload(tmp_path: Path, app_factory) -> None:
     policies = copy_policies(tmp_path)
     settings = make_settings(tmp_path, jwt_secret=SECRET, policy_dir=policies)
-    application = start(settings, redis_url)
-    try:
-        api = Api(application, make_tokens(settings))
-        for path, body in SEED:
-            api.put(path, body)
-        headers = {**bearer("e-1"), **nginx("GET", "/locations/l-1/agenda")}
-        assert call(api, headers).get_json()["error"]["reason"] == "no_route"
-        routes = policies / "routes.yaml"
-        routes.write_text(routes.read_text() + '  - {method: GET, path: "/locations/{location}/agenda", '
-                                               'right: "calendar:view"}\n')
-        assert application.extensions["sidecar"].reload_policies()
-        assert call(api, headers).status_code == 200
-    finally:
-        application.extensions["sidecar"].stop()
+    application = app_factory(settings)
+    api = Api(application, make_tokens(settings))
+    for path, body in SEED:
+        api.put(path, body)
+    headers = {**bearer("e-1"), **nginx("GET", "/locations/l-1/agenda")}
+    assert call(api, headers).get_json()["error"]["reason"] == "no_route"
+    routes = policies / "routes.yaml"
+    routes.write_text(routes.read_text() + '  - {method: GET, path: "/locations/{location}/agenda", '
+                                           'right: "calendar:view"}\n')
+    assert runtime_of(application).reload_policies()
+    assert call(api, headers).status_code == 200
 
 
 def test_a_broken_routes_file_fails_the_start_naming_file_and_line(tmp_path: Path, redis_url: str) -> None:
@@ -274,7 +266,7 @@ def test_a_broken_routes_file_fails_the_start_naming_file_and_line(tmp_path: Pat
     routes.write_text("\n".join(lines) + "\n")
     settings = make_settings(tmp_path, jwt_secret=SECRET, policy_dir=policies)
     with pytest.raises(PolicyFileError, match=rf"routes\.yaml:{line}:.*calendar:peek"):
-        start(settings, redis_url)
+        create_app(settings, redis_url=redis_url)  # fails before anything starts: nothing to stop
 
 
 @pytest.mark.parametrize(("environ", "target"), [

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from sidecar.app import create_app
 from sidecar.store.mfa.push import OUTBOX_STREAM
 from tests.conftest import Api, free_port, make_settings, make_tokens
 from tests.mfa_support import Clock, Inbox, scan_redis, start_smtp
@@ -161,31 +160,24 @@ def test_unusable_employee_is_refused(people: Api, employee: str, status_code: i
     assert response.get_json()["error"].get("reason") == reason
 
 
-def test_email_channel_without_smtp_url_answers_503(tmp_path: Path, redis_url: str) -> None:
-    app = create_app(make_settings(tmp_path, mfa_secret=SECRET), redis_url=redis_url)
-    try:
-        api = Api(app, make_tokens(app.extensions["sidecar"].settings))
-        api.put("/v1/employees/e-1", {"active": True, "email": "ana@example.com"})
-        response = api.post("/v1/mfa/challenges", {"employee": "e-1", "channel": "email"}, scope="mfa")
-        error = response.get_json()["error"]
-        assert (response.status_code, error["code"], error["reason"]) == (503, "channel_unavailable", "disabled")
-        assert "SIDECAR_SMTP_URL" in error["message"]
-    finally:
-        app.extensions["sidecar"].stop()
+def test_email_channel_without_smtp_url_answers_503(tmp_path: Path, app_factory) -> None:
+    settings = make_settings(tmp_path, mfa_secret=SECRET)
+    api = Api(app_factory(settings), make_tokens(settings))
+    api.put("/v1/employees/e-1", {"active": True, "email": "ana@example.com"})
+    response = api.post("/v1/mfa/challenges", {"employee": "e-1", "channel": "email"}, scope="mfa")
+    error = response.get_json()["error"]
+    assert (response.status_code, error["code"], error["reason"]) == (503, "channel_unavailable", "disabled")
+    assert "SIDECAR_SMTP_URL" in error["message"]
 
 
-def test_unreachable_smtp_server_answers_503_and_leaves_no_challenge(tmp_path: Path, redis_url: str,
+def test_unreachable_smtp_server_answers_503_and_leaves_no_challenge(tmp_path: Path, app_factory,
                                                                        redis_client: redis.Redis) -> None:
-    app = create_app(make_settings(tmp_path, smtp_url=f"smtp://127.0.0.1:{free_port()}", mfa_secret=SECRET),
-                     redis_url=redis_url)
-    try:
-        api = Api(app, make_tokens(app.extensions["sidecar"].settings))
-        api.put("/v1/employees/e-1", {"active": True, "email": "ana@example.com"})
-        response = api.post("/v1/mfa/challenges", {"employee": "e-1", "channel": "email"}, scope="mfa")
-        assert (response.status_code, response.get_json()["error"]["code"]) == (503, "channel_unavailable")
-        assert list(redis_client.scan_iter("sidecar:mfa:challenge:*")) == []
-    finally:
-        app.extensions["sidecar"].stop()
+    settings = make_settings(tmp_path, smtp_url=f"smtp://127.0.0.1:{free_port()}", mfa_secret=SECRET)
+    api = Api(app_factory(settings), make_tokens(settings))
+    api.put("/v1/employees/e-1", {"active": True, "email": "ana@example.com"})
+    response = api.post("/v1/mfa/challenges", {"employee": "e-1", "channel": "email"}, scope="mfa")
+    assert (response.status_code, response.get_json()["error"]["code"]) == (503, "channel_unavailable")
+    assert list(redis_client.scan_iter("sidecar:mfa:challenge:*")) == []
 
 
 # -- rate limit ------------------------------------------------------------------------------
@@ -227,20 +219,15 @@ def test_code_is_never_stored_in_clear_in_redis(people: Api, inbox: Inbox, redis
 
 # -- replicas --------------------------------------------------------------------------------
 @pytest.mark.parametrize("secret", [SECRET, None], ids=["configured-secret", "secret-kept-in-redis"])
-def test_two_app_instances_share_challenges(tmp_path: Path, redis_url: str, inbox: Inbox, secret: str | None) -> None:
+def test_two_app_instances_share_challenges(tmp_path: Path, app_factory, inbox: Inbox, secret: str | None) -> None:
     settings = make_settings(tmp_path, smtp_url=inbox.url, mfa_secret=secret)
-    first, second = create_app(settings, redis_url=redis_url), create_app(settings, redis_url=redis_url)
-    try:
-        tokens = make_tokens(settings)
-        api_a, api_b = Api(first, tokens), Api(second, tokens)
-        api_a.put("/v1/employees/e-1", {"active": True, "email": "ana@example.com"})
-        created = challenge(api_a)
-        assert status(api_b, created["challenge_id"]) == "pending"
-        assert verify(api_b, created["challenge_id"], inbox.last_code()).status_code == 200
-        assert status(api_a, created["challenge_id"]) == "verified"
-    finally:
-        first.extensions["sidecar"].stop()
-        second.extensions["sidecar"].stop()
+    tokens = make_tokens(settings)
+    api_a, api_b = Api(app_factory(settings), tokens), Api(app_factory(settings), tokens)
+    api_a.put("/v1/employees/e-1", {"active": True, "email": "ana@example.com"})
+    created = challenge(api_a)
+    assert status(api_b, created["challenge_id"]) == "pending"
+    assert verify(api_b, created["challenge_id"], inbox.last_code()).status_code == 200
+    assert status(api_a, created["challenge_id"]) == "verified"
 
 
 # -- push ------------------------------------------------------------------------------------
