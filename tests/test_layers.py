@@ -33,7 +33,8 @@ LAYERS = [  # left to right; a module belongs to the first entry its name starts
     ("runtime", ("sidecar.runtime",)),
     ("api", ("sidecar.api", "sidecar.openapi")),
     ("entry points", ("sidecar.app", "sidecar.server", "sidecar.servers", "sidecar.startup", "sidecar.cli",
-                      "sidecar.__main__")),
+                      "sidecar.__main__",
+                      "sidecar.client")),  # the HTTP client for callers: imports nothing of the sidecar
 ]
 # Third-party packages each allowed in only a few places.
 CONFINED = {

@@ -269,7 +269,7 @@ def _entries(directory: TenantDirectory, location: str | None = None,
 @bp.get("/v1/locations/<location>/employees")
 @require_scope("admin")
 def location_members(location: str) -> Any:
-    ids(location=location)
+    check_ids(location=location)
     store = current_runtime().directory
     found = store.location(location)
     if found is None:
@@ -281,7 +281,7 @@ def location_members(location: str) -> Any:
 @bp.get("/v1/chains/<chain>/employees")
 @require_scope("admin")
 def chain_members(chain: str) -> Any:
-    ids(chain=chain)
+    check_ids(chain=chain)
     store = current_runtime().directory
     if store.chain(chain) is None:
         raise NotFound(f"chain {chain} does not exist")
@@ -292,7 +292,7 @@ def chain_members(chain: str) -> Any:
 @bp.get("/v1/employees/<employee>/memberships")
 @require_scope("admin")
 def employee_memberships(employee: str) -> Any:
-    ids(employee=employee)
+    check_ids(employee=employee)
     store = current_runtime().directory
     if store.employee(employee) is None:
         raise NotFound(f"employee {employee} does not exist")
@@ -304,7 +304,7 @@ def employee_memberships(employee: str) -> Any:
 @bp.get("/v1/chains/<chain>/roles")
 @require_scope("admin")
 def chain_roles(chain: str) -> Any:
-    ids(chain=chain)
+    check_ids(chain=chain)
     store = current_runtime().directory
     if store.chain(chain) is None:
         raise NotFound(f"chain {chain} does not exist")
@@ -314,7 +314,7 @@ def chain_roles(chain: str) -> Any:
 @bp.get("/v1/locations/<location>/roles")
 @require_scope("admin")
 def location_roles(location: str) -> Any:
-    ids(location=location)
+    check_ids(location=location)
     store = current_runtime().directory
     found = store.location(location)
     if found is None:
