@@ -59,6 +59,10 @@ def test_check_many_answers_in_order(client: SidecarClient) -> None:
     results = client.check_many("cm-e", "cm-1", [("appointment", "create"), BatchItem("client", "read")])
     assert [(r.resource, r.action) for r in results] == [("appointment", "create"), ("client", "read")]
     assert results[0].allowed is False
+    client.put_location("cm-2", chain=None)
+    client.put_membership("cm-e", location="cm-2", roles=["administrator"])
+    mixed = client.check_many("cm-e", "cm-1", [("appointment", "create"), BatchItem("appointment", "create", "cm-2")])
+    assert [(r.location, r.allowed) for r in mixed] == [("cm-1", False), ("cm-2", True)]
 
 
 def test_seats_of_a_location(client: SidecarClient) -> None:

@@ -99,26 +99,43 @@ def decide_one(runtime: Runtime, raw: bytes, query: QueryArgs, rid: str) -> tupl
 
 
 def decide_batch(runtime: Runtime, raw: bytes, query: QueryArgs, rid: str) -> tuple[dict[str, Any], list[Decision]]:
+    """Up to 100 checks in order. An item may name its own ``location`` and ``employee`` (the
+    batch's are the default); its result then names them too. One audit record per pair."""
     body = parse_json_object(raw)
     checks = body.get("checks")
     if not isinstance(checks, list) or not checks:
         raise BadRequest("checks must be a non-empty list of {resource, action}", field="checks")
     if len(checks) > MAX_BATCH:
         raise TooManyChecks(f"at most {MAX_BATCH} checks per batch", limit=MAX_BATCH)
-    rights = []
+    items: list[tuple[str, str, str | None, str | None]] = []
     for item in checks:
         if not isinstance(item, dict):
             raise BadRequest("each check must be an object {resource, action}", field="checks")
-        rights.append((_text(item, "resource"), _text(item, "action")))
+        own_employee, own_location = item.get("employee"), item.get("location")
+        items.append((_text(item, "resource"), _text(item, "action"),
+                      None if own_employee is None else check_id(own_employee, "checks[].employee"),
+                      None if own_location is None else check_id(own_location, "checks[].location")))
     employee, location, context = _subject(runtime, body, query)
     mfa = context.get("mfa", False)
     batch_id = uuid.uuid4().hex
-    decided = [(runtime.decide(employee, location, f"{resource}:{action}", mfa=mfa), f"{batch_id}-{index}")
-               for index, (resource, action) in enumerate(rights)]
-    runtime.checked(CheckRecord(employee, location, decided, context, rid, "batch"))
-    results = [{"resource": resource, "action": action, "allowed": decision.allowed, "reason": decision.reason}
-               for (resource, action), (decision, _) in zip(rights, decided, strict=True)]
-    return {"results": results}, [decision for decision, _ in decided]
+    results: list[dict[str, Any]] = []
+    decisions: list[Decision] = []
+    by_subject: dict[tuple[str, str], list[tuple[Decision, str]]] = {}
+    for index, (resource, action, own_employee, own_location) in enumerate(items):
+        who, where = own_employee or employee, own_location or location
+        decision = runtime.decide(who, where, f"{resource}:{action}", mfa=mfa)
+        by_subject.setdefault((who, where), []).append((decision, f"{batch_id}-{index}"))
+        result: dict[str, Any] = {"resource": resource, "action": action, "allowed": decision.allowed,
+                                  "reason": decision.reason}
+        if own_location is not None:
+            result["location"] = where
+        if own_employee is not None:
+            result["employee"] = who
+        results.append(result)
+        decisions.append(decision)
+    for (who, where), decided in by_subject.items():
+        runtime.checked(CheckRecord(who, where, decided, context, rid, "batch"))
+    return {"results": results}, decisions
 
 
 Handler = Callable[[Runtime, bytes, QueryArgs, str], tuple[dict[str, Any], list[Decision]]]
