@@ -204,7 +204,7 @@ ROUTES: list[Route] = [
           response="WriteResult", errors=_WRITE, query={**_ACTOR, "cascade": {"enum": ["0", "1"]}}),
     Route("get", "/v1/locations/{location}/employees", "admin", "Members of a location (addition)",
           response="Members", errors=(400, 404, 503), query=_PAGE),
-    Route("get", "/v1/chains/{chain}/employees", "admin", "Chain-wide members of a chain (addition)",
+    Route("get", "/v1/chains/{chain}/employees", "admin", "Every membership of a chain, chain-wide and per location (addition)",
           response="Members", errors=(400, 404, 503), query=_PAGE),
     Route("put", "/v1/locations/{location}/employees/{employee}", "admin", "Membership at a location",
           "MembershipWrite", "WriteResult", errors=_WRITE, query=_ACTOR),

@@ -266,15 +266,28 @@ def _entries(directory: TenantDirectory, location: str | None = None,
     return sorted(entries, key=lambda e: (e["employee"], "chain" in e, e.get("location", "")))
 
 
-@bp.get("/v1/locations/<location>/employees")
-@require_scope("admin")
-def location_members(location: str) -> Any:
-    check_ids(location=location)
+def _location_tenant(location: str) -> TenantDirectory:
+    """The directory of a location's tenant, or 404."""
     store = current_runtime().directory
     found = store.location(location)
     if found is None:
         raise NotFound(f"location {location} does not exist")
-    directory = store.load_tenant(found.tenant)
+    return store.load_tenant(found.tenant)
+
+
+def _chain_tenant(chain: str) -> TenantDirectory:
+    """The directory of a chain, or 404."""
+    store = current_runtime().directory
+    if store.chain(chain) is None:
+        raise NotFound(f"chain {chain} does not exist")
+    return store.load_tenant(Tenant.chain(chain))
+
+
+@bp.get("/v1/locations/<location>/employees")
+@require_scope("admin")
+def location_members(location: str) -> Any:
+    check_ids(location=location)
+    directory = _location_tenant(location)
     return _page_of(_entries(directory, location=location), directory.revision)
 
 
@@ -282,10 +295,7 @@ def location_members(location: str) -> Any:
 @require_scope("admin")
 def chain_members(chain: str) -> Any:
     check_ids(chain=chain)
-    store = current_runtime().directory
-    if store.chain(chain) is None:
-        raise NotFound(f"chain {chain} does not exist")
-    directory = store.load_tenant(Tenant.chain(chain))
+    directory = _chain_tenant(chain)
     return _page_of(_entries(directory), directory.revision)
 
 
@@ -305,21 +315,14 @@ def employee_memberships(employee: str) -> Any:
 @require_scope("admin")
 def chain_roles(chain: str) -> Any:
     check_ids(chain=chain)
-    store = current_runtime().directory
-    if store.chain(chain) is None:
-        raise NotFound(f"chain {chain} does not exist")
-    return _roles_of(store.load_tenant(Tenant.chain(chain)), CHAIN_SCOPE, {"chain": chain})
+    return _roles_of(_chain_tenant(chain), CHAIN_SCOPE, {"chain": chain})
 
 
 @bp.get("/v1/locations/<location>/roles")
 @require_scope("admin")
 def location_roles(location: str) -> Any:
     check_ids(location=location)
-    store = current_runtime().directory
-    found = store.location(location)
-    if found is None:
-        raise NotFound(f"location {location} does not exist")
-    return _roles_of(store.load_tenant(found.tenant), location, {"location": location})
+    return _roles_of(_location_tenant(location), location, {"location": location})
 
 
 def _roles_of(directory: TenantDirectory, scope: str, where: dict[str, str]) -> Any:
