@@ -21,7 +21,7 @@ from sidecar import logs
 from sidecar.config import ConfigError, Settings
 from sidecar.errors import SidecarError
 from sidecar.policy.bundle import load_bundle
-from sidecar.policy.directory import chain_tenant, check_id, location_tenant
+from sidecar.policy.directory import check_id
 from sidecar.policy.files import PolicyFileError
 from sidecar.policy.seats import Scope, Seats, count_seats
 from sidecar.policy.suites import run_suites
@@ -198,12 +198,12 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     """Verify one log's hash chain; print the count (exit 0) or the first bad event (exit 1)."""
     with _runtime(settings, redis_timeout_s=30) as runtime:
         if args.chain is not None:
-            log_id = chain_tenant(check_id(args.chain, "chain"))
+            log_id = Tenant.chain(check_id(args.chain, "chain"))
         else:
             location = check_id(args.location, "location")
             found = runtime.directory.location(location)
             owner = found.chain if found is not None else None
-            log_id = chain_tenant(owner) if owner else location_tenant(location)
+            log_id = Tenant.chain(owner) if owner else Tenant.location(location)
             if owner:
                 print(f"location {location} is in chain {owner}: verifying the chain's log")
         verdict = runtime.audit_log.verify(log_id)

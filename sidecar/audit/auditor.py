@@ -23,7 +23,7 @@ import structlog
 from sidecar import metrics
 from sidecar.audit.events import new_event
 from sidecar.errors import StoreUnavailable, Unavailable
-from sidecar.policy.directory import chain_tenant, location_tenant
+from sidecar.policy.tenant import Tenant
 from sidecar.store.audit_log import AuditLog
 from sidecar.store.directory import DirectoryStore
 from sidecar.store.spool import Record, Spool
@@ -108,19 +108,19 @@ class Auditor:
     def log_of(self, location: str | None, chain: str | None) -> str | None:
         """The log an event belongs in; None when Redis cannot say now (resolved on replay)."""
         if chain is not None:
-            return chain_tenant(chain)
+            return Tenant.chain(chain)
         assert location is not None
         try:
             found = self.directory.location(location)
         except StoreUnavailable:
             return None
-        return found.tenant if found is not None else location_tenant(location)
+        return found.tenant if found is not None else Tenant.location(location)
 
     def record(self, items: list[tuple[str | None, dict[str, Any]]]) -> Stored:
         """Make the events durable, then write their log lines. Raises Unavailable if nothing took them."""
         for log_id, event in items:
-            if log_id is not None and log_id.startswith("c:"):
-                event["chain"] = log_id[2:]
+            if log_id is not None and Tenant.parse(log_id).is_chain:
+                event["chain"] = Tenant.parse(log_id).id
         stored = self._durable(items)
         for (log_id, event), digest in zip(items, stored.hashes, strict=True):
             log.info("audit", **event, log=log_id, stored_in=stored.sink, hash=digest)
@@ -158,8 +158,8 @@ class Auditor:
         file refuses them.
         """
         for log_id, event in items:
-            if log_id.startswith("c:"):
-                event["chain"] = log_id[2:]
+            if Tenant.parse(log_id).is_chain:
+                event["chain"] = Tenant.parse(log_id).id
         try:
             self.spool.append_many([{"log": log_id, "event": event, "j": 1} for log_id, event in items], sync=False)
         except OSError as exc:
@@ -212,8 +212,8 @@ class Auditor:
             log_id = record.get("log") or self.log_of(event.get("location"), event.get("chain"))
             if log_id is None:
                 raise StoreUnavailable("the directory store (Redis) is unreachable")
-            if log_id.startswith("c:"):
-                event["chain"] = log_id[2:]
+            if Tenant.parse(log_id).is_chain:
+                event["chain"] = Tenant.parse(log_id).id
             items.append((log_id, event))
         appended = self.store.append_many(items)
         duplicate = 0

@@ -20,6 +20,7 @@ from sidecar.audit.auditor import Auditor
 from sidecar.audit.events import category_of, contract_device, new_event, now_rfc3339, short_text
 from sidecar.policy.bundle import PolicyBundle
 from sidecar.policy.records import CheckRecord, WriteRecord
+from sidecar.policy.tenant import NO_TENANT, Tenant
 from sidecar.store.replica import Replica
 
 log = structlog.get_logger("sidecar.audit")
@@ -84,10 +85,11 @@ class WriteEvents:
 
         items: list[tuple[str | None, dict[str, Any]]] = []
         for tenant in record.tenants:
-            if not tenant.startswith(("c:", "l:")):
+            if tenant == NO_TENANT:
                 continue
-            location = record.subject.get("location") or (tenant[2:] if tenant.startswith("l:") else None)
-            items.append((tenant, event(location, tenant[2:] if tenant.startswith("c:") else None)))
+            where = Tenant.parse(tenant)
+            location = record.subject.get("location") or (where.id if not where.is_chain else None)
+            items.append((where, event(location, where.id if where.is_chain else None)))
         if items:
             self.auditor.record(items)
         else:  # e.g. an employee who is a member nowhere: no Security section shows it
