@@ -1,4 +1,4 @@
-"""The ``sidecar`` command: serve, token create, check, policy test, import, audit verify, seats.
+"""The ``sidecar`` command: serve, token create, check, policy test, import, audit verify|archive, seats.
 
 Every command reads the same ``SIDECAR_*`` settings as the server; a bad value is named in a
 one-line error and exit status 2, never a traceback. Commands that need Redis build the same
@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sidecar import logs
+from sidecar.audit.archiver import verify_still
 from sidecar.config import ConfigError, Settings
 from sidecar.errors import SidecarError
 from sidecar.policy.bundle import load_bundle
@@ -81,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="the audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     verify = audit_commands.add_parser("verify", help="check a log's hash chain; exit 0 and a count if intact")
+    audit_commands.add_parser("archive", help="move events past SIDECAR_AUDIT_HOT_S to the PostgreSQL archive now "
+                                              "(one pass), then apply retention")
     log = verify.add_mutually_exclusive_group(required=True)
     log.add_argument("--chain")
     log.add_argument("--location")
@@ -127,6 +130,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _check(args, settings)
     if args.command == "import":
         return _import(args, settings)
+    if args.command == "audit" and args.audit_command == "archive":
+        return _audit_archive(settings)
     if args.command == "audit":
         return _audit_verify(args, settings)
     if args.command == "seats":
@@ -206,7 +211,10 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
             log_id = Tenant.chain(owner) if owner else Tenant.location(location)
             if owner:
                 print(f"location {location} is in chain {owner}: verifying the chain's log")
-        verdict = runtime.audit_log.verify(log_id)
+        verdict = verify_still(runtime.audit_log, runtime.audit_archive, log_id)
+    if verdict is None:
+        print("sidecar: another process has been archiving for two minutes; try again", file=sys.stderr)
+        return 1
     if verdict.intact:
         print(f"{log_id}: intact, {verdict.count} events")
         return 0
@@ -214,6 +222,23 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
           f"(log position {verdict.stream_id}): {verdict.problem}")
     return 1
 
+
+
+def _audit_archive(settings: Settings) -> int:
+    """One archiving pass by hand: every event past the hot period moves, then retention."""
+    if settings.audit_database_url is None:
+        print("sidecar: SIDECAR_AUDIT_DATABASE_URL is not set: there is no archive", file=sys.stderr)
+        return 2
+    with _runtime(settings, redis_timeout_s=30) as runtime:
+        assert runtime.archiver is not None
+        runtime.archiver.max_batches = 2**62  # by hand: the whole backlog in one pass
+        done = runtime.archiver.run_once(lease_wait_s=120)
+    if not done.held_lease:
+        print("sidecar: another process has been archiving for two minutes; try again", file=sys.stderr)
+        return 1
+    print(f"archived {done.moved} events; dropped {len(done.dropped)} partitions"
+          + (f" ({', '.join(done.dropped)})" if done.dropped else ""))
+    return 0
 
 
 def _seats(args: argparse.Namespace, settings: Settings) -> int:

@@ -23,6 +23,7 @@ import structlog
 
 from sidecar import metrics
 from sidecar.audit import Auditor
+from sidecar.audit.archiver import Archiver
 from sidecar.audit.listeners import CheckEvents, WriteEvents
 from sidecar.billing import SeatRecorder
 from sidecar.config import Settings
@@ -33,6 +34,7 @@ from sidecar.policy.bundle import PolicyBundle, fingerprint, load_bundle
 from sidecar.policy.decisions import Decision, decide
 from sidecar.policy.files import PolicyFileError
 from sidecar.policy.records import CheckRecord, WriteRecord
+from sidecar.store.audit_archive import ArchiveStore
 from sidecar.store.audit_log import AuditLog
 from sidecar.store.connection import Client, connect
 from sidecar.store.directory import DirectoryStore
@@ -74,7 +76,13 @@ class Runtime:
         self._reload_lock = threading.Lock()
         self._started = False
         self.audit_log = AuditLog(self.redis, settings.audit_retention_days, min_replicas=settings.redis_min_replicas,
-                                  wait_timeout_s=settings.redis_wait_timeout_s)
+                                  wait_timeout_s=settings.redis_wait_timeout_s,
+                                  archived=settings.audit_database_url is not None, hot_s=settings.audit_hot_s)
+        # The PostgreSQL archive, when configured: the Security section reads it, the archiver fills it.
+        self.audit_archive = ArchiveStore(settings.audit_database_url) if settings.audit_database_url else None
+        self.archiver = (Archiver(self.audit_log, self.audit_archive, hot_s=settings.audit_hot_s,
+                                  retention_days=settings.audit_retention_days)
+                         if self.audit_archive is not None else None)
         self.auditor = Auditor(self.audit_log, Spool(settings.data_dir / "audit-spool"), self.directory)
         self.seat_history = SeatHistory(self.redis)
         self.two_step = TwoStep(settings, self.redis, self.directory, Trail(self.auditor, self.directory))
@@ -93,12 +101,16 @@ class Runtime:
             self.redis_watch.start()
             self.replica.start()
             self.auditor.start()
+            if self.archiver is not None:
+                self.archiver.start()
 
     def stop(self) -> None:
         """Stop every thread this runtime started (shipping pending audit records first), close Redis.
 
         Idempotent; also right for a runtime that was never started.
         """
+        if self.archiver is not None:
+            self.archiver.stop()
         self.auditor.stop()
         self.replica.stop()
         self.redis_watch.stop()
@@ -158,5 +170,8 @@ class Runtime:
         return state.ready, {"status": state.status, "reason": state.reason, "redis": state.redis_up,
                              "redis_unreachable_s": state.unreachable_s, "redis_error": state.cause,
                              "policies": "loaded", "policy_reload_error": self.policy_error,
-                             "replica": self.replica.snapshot()}
+                             "replica": self.replica.snapshot(),
+                             # Informational: decisions never wait for the archive; it does not make us unready.
+                             "audit_archive": (self.archiver.status() if self.archiver is not None
+                                               else {"state": "off"})}
 

@@ -45,6 +45,10 @@ def serve(settings: Settings, options: ServeOptions) -> None:
     bind = f"unix:{options.uds}" if options.uds else f"{options.host}:{options.port}"
     log.info("serving", server=options.server, bind=bind, workers=options.workers,
              redis="embedded" if private else "external", policies=str(settings.policy_dir))
+    if settings.audit_database_url is None:
+        log.info("audit_retention_bounded_by_redis_memory", retention_days=settings.audit_retention_days,
+                 hint="every audit event stays in Redis (about 850 bytes each); set SIDECAR_AUDIT_DATABASE_URL "
+                      "to move events older than SIDECAR_AUDIT_HOT_S to PostgreSQL (docs/audit.md)")
     app = WorkerApp(settings, redis_url)
     try:
         if options.server == "gunicorn":

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 import redis
 
-from sidecar.audit_archiver import LEASE_KEY, Archiver, newest_first, verify
+from sidecar.audit.archiver import LEASE_KEY, Archiver, newest_first, verify
 from sidecar.errors import ArchiveUnavailable
 from sidecar.store.audit_archive import TABLE, ArchiveStore, Entry, Filters, parse_sid
 from sidecar.store.audit_log import AuditLog, stream_key
@@ -189,7 +189,7 @@ def test_verify_across_names_what_changed_in_the_archive(audit_log, archive, red
 
 _MOVER = """
 import sys, redis
-from sidecar.audit_archiver import Archiver
+from sidecar.audit.archiver import Archiver
 from sidecar.store.audit_archive import ArchiveStore
 from sidecar.store.audit_log import AuditLog
 client = redis.Redis.from_url(sys.argv[1])

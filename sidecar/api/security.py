@@ -24,6 +24,7 @@ from flask import Blueprint, Response, g, request
 from sidecar.api.auth import require_scope
 from sidecar.api.context import current_runtime
 from sidecar.api.edge import check_ids, matching, reply
+from sidecar.audit.archiver import needs_archive
 from sidecar.audit.events import ACTION_NAME, CATEGORIES
 from sidecar.audit.query import Query, search
 from sidecar.errors import BadRequest, Forbidden, NotFound
@@ -87,12 +88,15 @@ def _answer(runtime: Runtime, log_id: str, locations: list[str], *, location: st
     if refusal:
         raise Forbidden(f"{viewer} may not see this security log: {right} is required", reason=refusal, right=right)
     if as_csv:
-        rows = _csv(search(runtime.audit_log, log_id, query, scan_budget=None))
+        if runtime.audit_archive is not None and needs_archive(runtime.audit_log, log_id):
+            runtime.audit_archive.ping()  # 503 archive_unavailable now, not a truncated file later
+        rows = _csv(search(runtime.audit_log, log_id, query, scan_budget=None, archive=runtime.audit_archive))
         name = f"security-events-{location or chain}.csv"
         return Response(rows, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'})
     events: list[dict[str, Any]] = []
     next_cursor = None
-    for event in search(runtime.audit_log, log_id, query, scan_budget=SCAN_BUDGET):
+    for event in search(runtime.audit_log, log_id, query, scan_budget=SCAN_BUDGET, archive=runtime.audit_archive,
+                        page=limit + 1):
         if event.get("_exhausted"):
             next_cursor = event["_sid"]
             break

@@ -3,7 +3,8 @@
     events.py     events as values: categories, new_event, scrubbing secrets, contract device fields
     auditor.py    Auditor: the durable writer, its shipper thread, start() / stop()
     listeners.py  CheckEvents / WriteEvents: turn the runtime's checks and writes into events
-    query.py      the read side for the Security section: Query, search()
+    query.py      the read side for the Security section: Query, search() (Redis, then the archive)
+    archiver.py   Archiver: moves events past the hot period to PostgreSQL; reading and verifying across both
 
 Every event goes to two sinks: one structlog JSON line (``"event": "audit"``) and the durable
 log of its tenant (:mod:`sidecar.store.audit_log`). An event moves through these states:

@@ -1,6 +1,6 @@
 """The read side of the audit trail: which events of a log the Security section shows.
 
-Imports: :mod:`sidecar.store.audit_log`.
+Imports: :mod:`sidecar.audit.archiver` (the merge of Redis and the archive), the stores.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from sidecar.audit.archiver import newest_first
+from sidecar.store.audit_archive import ArchiveStore, Filters
 from sidecar.store.audit_log import AuditLog
 
 # Stream ids are Redis's clock at append; an event's time is its replica's clock at emit. A
@@ -36,16 +38,17 @@ class Query:
                 and (self.until is None or event.get("time", "") <= self.until))
 
 
-def search(audit_log: AuditLog, log_id: str, query: Query, *, scan_budget: int | None) -> Iterator[dict[str, Any]]:
-    """Matching events newest first; stops after ``scan_budget`` entries examined (if given).
+def search(audit_log: AuditLog, log_id: str, query: Query, *, scan_budget: int | None,
+           archive: ArchiveStore | None = None, page: int | None = None) -> Iterator[dict[str, Any]]:
+    """Matching events newest first, from Redis, then (once Redis holds nothing older) from the
+    archive when there is one; stops after ``scan_budget`` Redis entries examined (if given).
 
     Each yielded event still carries ``_sid``; a final ``{"_sid": ..., "_exhausted": True}``
-    marks where an exhausted budget stopped the scan.
+    marks where an exhausted budget stopped the scan. ``page``: how many events the caller wants
+    (the archive's first read). Raises ArchiveUnavailable only when archived events are needed.
     """
     oldest_ms = max(0, query.since_ms - SKEW_MARGIN_MS) if query.since_ms is not None else None
-    for scanned, event in enumerate(audit_log.newest_first(log_id, before=query.cursor, oldest_ms=oldest_ms), 1):
-        if query.matches(event):
-            yield event
-        if scan_budget is not None and scanned >= scan_budget:
-            yield {"_sid": event["_sid"], "_exhausted": True}
-            return
+    filters = Filters(category=query.category, employee=query.employee, action=query.action,
+                      location=query.location, since=query.since, until=query.until, oldest_ms=oldest_ms)
+    return newest_first(audit_log, archive, log_id, before=query.cursor, oldest_ms=oldest_ms, filters=filters,
+                        matches=query.matches, scan_budget=scan_budget, page=page)

@@ -239,3 +239,18 @@ def verify(audit_log: AuditLog, archive: ArchiveStore | None, log_id: str) -> Ve
     if not hot.intact:
         return Verdict(False, cold.count + hot.count, hot.problem, hot.event_id, hot.stream_id)
     return Verdict(True, cold.count + hot.count)
+
+
+def verify_still(audit_log: AuditLog, archive: ArchiveStore | None, log_id: str, *,
+                 lease_wait_s: float = 120) -> Verdict | None:
+    """:func:`verify` holding the archiver's lease, so nothing moves during the walk (None: another
+    process kept the lease for ``lease_wait_s``). Without an archive nothing moves: no lease."""
+    if archive is None:
+        return verify(audit_log, None, log_id)
+    lease = Lease(audit_log.client, LEASE_KEY, 600_000)
+    if not acquire(lease, lease_wait_s):
+        return None
+    try:
+        return verify(audit_log, archive, log_id)
+    finally:
+        lease.release()

@@ -1,0 +1,149 @@
+"""The Security section, the CSV export and the CLI over Redis and the PostgreSQL archive together."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+
+import pytest
+
+from sidecar.cli import main
+from sidecar.store.audit_log import stream_key
+from tests.audit_support import report, seed
+from tests.conftest import Api, make_settings, make_tokens
+
+CHAIN_ROUTE = "/v1/chains/ch-1/security-events"
+LOCATION_ROUTE = "/v1/locations/l-1/security-events"
+LOOKS = ("security_log:read", "security_log:export")
+
+
+def look(api, route: str, **args):
+    query = "&".join(f"{k}={v}" for k, v in args.items())
+    return api.get(f"{route}?{query}", scope="security")
+
+
+def pages(api, route: str, limit: int, **args) -> list[dict]:
+    """Every event of the route, paged by cursor, without the looks this paging itself added."""
+    seen, cursor = [], None
+    while True:
+        extra = {"cursor": cursor} if cursor else {}
+        body = look(api, route, viewer="boss", limit=limit, **args, **extra).get_json()
+        seen += body["events"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return [e for e in seen if e["action"] not in LOOKS]
+
+
+@pytest.fixture
+def archived(tmp_path, app_factory, postgres_url, redis_client):
+    """Seeded, 40 reported events, every event so far archived, then 12 more that stay in Redis.
+
+    The app's threads are not started: the archiver runs when the test says (``run_once``).
+    """
+    settings = make_settings(tmp_path, audit_database_url=postgres_url, audit_hot_s=0)
+    app = app_factory(settings, start=False)
+    api = Api(app, make_tokens(settings))
+    seed(api)
+    employees, actions = ("e-1", "sec", "idle"), ("login", "clients.export_finished", "client.deleted")
+    for i in range(40):
+        assert report(api, employee=employees[i % 3], action=actions[i % 3],
+                      location="l-1" if i % 2 else "l-2").status_code == 202
+    runtime = app.extensions["sidecar"]
+    done = runtime.archiver.run_once(now_ms=int(time.time() * 1000) + 1000)
+    assert done.moved >= 40 and redis_client.xlen(stream_key("c:ch-1")) == 0
+    for i in range(12):
+        report(api, employee=employees[i % 3], action=actions[i % 3], location="l-1" if i % 2 else "l-2")
+    return api, runtime
+
+
+def test_pages_cross_from_redis_into_the_archive_without_a_gap_or_a_repeat(archived, redis_client):
+    api, runtime = archived
+    expected = [e for e in (list(runtime.audit_log.newest_first("c:ch-1"))
+                            + list(runtime.audit_archive.newest_first("c:ch-1"))) if e["action"] not in LOOKS]
+    assert len(expected) > 52
+    for limit in (5, 7, 100):
+        got = pages(api, CHAIN_ROUTE, limit)
+        assert [e["id"] for e in got] == [e["id"] for e in expected], limit
+        assert [e["hash"] for e in got] == [e["hash"] for e in expected]
+    hot = redis_client.xlen(stream_key("c:ch-1"))
+    assert 12 <= hot < len(expected)
+
+
+@pytest.mark.parametrize("name", ["category", "employee", "action", "since", "until", "since_and_until"])
+def test_every_filter_answers_from_both_stores(archived, name):
+    api, _ = archived
+    everything = pages(api, CHAIN_ROUTE, 500)
+    middle = everything[len(everything) // 2]["time"]
+    oldest = everything[-1]["time"]
+    cases = {
+        "category": ({"category": "export"}, lambda e: e["category"] == "export"),
+        "employee": ({"employee": "sec"}, lambda e: e["employee"] == "sec"),
+        "action": ({"action": "client.deleted"}, lambda e: e["action"] == "client.deleted"),
+        "since": ({"since": middle}, lambda e: e["time"] >= middle),
+        "until": ({"until": middle}, lambda e: e["time"] <= middle),
+        "since_and_until": ({"since": oldest, "until": middle}, lambda e: oldest <= e["time"] <= middle),
+    }
+    args, keep = cases[name]
+    expected = [e["id"] for e in everything if keep(e)]
+    assert expected
+    assert [e["id"] for e in pages(api, CHAIN_ROUTE, 4, **args)] == expected
+
+
+def test_the_location_route_and_the_csv_export_read_both_stores(archived):
+    api, _ = archived
+    everything = pages(api, CHAIN_ROUTE, 500)
+    at_l1 = [e["id"] for e in everything if e["location"] == "l-1"]
+    assert [e["id"] for e in pages(api, LOCATION_ROUTE, 6)] == at_l1
+    response = look(api, CHAIN_ROUTE, viewer="boss", format="csv", mfa="1")
+    assert response.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert [r["id"] for r in rows if r["action"] not in LOOKS] == [e["id"] for e in everything]
+
+
+def test_postgres_unreachable_hot_pages_answer_archived_pages_are_503(archived, tmp_path, app_factory):
+    api, _ = archived
+    down = make_settings(tmp_path / "down", audit_database_url=f"postgresql://postgres@/x?host={tmp_path}/none",
+                         audit_hot_s=0)
+    down_api = Api(app_factory(down), make_tokens(down))
+    first = look(down_api, CHAIN_ROUTE, viewer="boss", limit=5)
+    assert first.status_code == 200 and len(first.get_json()["events"]) == 5  # the newest are in Redis
+    deep = look(down_api, CHAIN_ROUTE, viewer="boss", limit=100)
+    assert deep.status_code == 503 and deep.get_json()["error"]["code"] == "archive_unavailable"
+    export = look(down_api, CHAIN_ROUTE, viewer="boss", format="csv", mfa="1")
+    assert export.status_code == 503 and export.get_json()["error"]["code"] == "archive_unavailable"
+    deadline = time.monotonic() + 30  # the archiver thread's first check of PostgreSQL
+    while (state := down_api.get("/readyz").get_json()["audit_archive"]["state"]) != "unreachable":
+        assert time.monotonic() < deadline, state
+        time.sleep(0.05)
+    ready = down_api.get("/readyz")
+    assert ready.status_code == 200  # decisions never wait for the archive
+    assert "sidecar_audit_archive_up 0.0" in down_api.get("/metrics").get_data(as_text=True)
+    assert report(down_api).status_code == 202  # events are still recorded (in Redis)
+    assert look(api, CHAIN_ROUTE, viewer="boss", limit=100).status_code == 200  # the other app's archive answers
+
+
+def test_readyz_says_off_without_an_archive(api):
+    assert api.get("/readyz").get_json()["audit_archive"] == {"state": "off"}
+
+
+def test_the_cli_archives_by_hand_and_verifies_across_both_stores(archived, postgres_url, redis_url, redis_client,
+                                                                  monkeypatch, capsys):
+    _, runtime = archived
+    monkeypatch.setenv("SIDECAR_REDIS_URL", redis_url)
+    monkeypatch.setenv("SIDECAR_AUDIT_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("SIDECAR_POLICY_DIR", str(runtime.settings.policy_dir))
+    assert main(["audit", "verify", "--chain", "ch-1"]) == 0
+    total = runtime.audit_archive.count("c:ch-1") + redis_client.xlen(stream_key("c:ch-1"))
+    assert f"c:ch-1: intact, {total} events" in capsys.readouterr().out
+    monkeypatch.setenv("SIDECAR_AUDIT_HOT_S", "0")
+    assert main(["audit", "archive"]) == 0
+    assert "archived" in capsys.readouterr().out and redis_client.xlen(stream_key("c:ch-1")) == 0
+    assert main(["audit", "verify", "--location", "l-2"]) == 0
+    assert f"intact, {total} events" in capsys.readouterr().out
+    with runtime.audit_archive._connection() as conn:
+        conn.execute("DELETE FROM sidecar_audit_events WHERE id = (SELECT min(id) FROM sidecar_audit_events)")
+    assert main(["audit", "verify", "--chain", "ch-1"]) == 1
+    assert "BROKEN" in capsys.readouterr().out
+    monkeypatch.delenv("SIDECAR_AUDIT_DATABASE_URL")
+    assert main(["audit", "archive"]) == 2
