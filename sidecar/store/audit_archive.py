@@ -293,8 +293,8 @@ class ArchiveStore:
             if position is not None:
                 clause += " AND (pos_ms, pos_seq) < (%s, %s)"
                 args += position
-            with self._connection() as conn:
-                rows = conn.execute(
+            with self._connection() as conn:  # binary: bytea arrives as bytes, not hex text
+                rows = conn.cursor(binary=True).execute(
                     f"SELECT pos_ms, pos_seq, body, prev_hash, hash FROM {TABLE} WHERE {clause} "  # noqa: S608
                     "ORDER BY pos_ms DESC, pos_seq DESC LIMIT %s", [*args, size]).fetchall()
             for pos_ms, pos_seq, body, prev_hash, digest in rows:
