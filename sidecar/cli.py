@@ -231,7 +231,7 @@ def _audit_archive(settings: Settings) -> int:
         return 2
     with _runtime(settings, redis_timeout_s=30) as runtime:
         assert runtime.archiver is not None
-        runtime.archiver.max_batches = 2**62  # by hand: the whole backlog in one pass
+        runtime.archiver.max_batches, runtime.archiver.duty = 2**62, 1.0  # by hand: everything, at full speed
         done = runtime.archiver.run_once(lease_wait_s=120)
     if not done.held_lease:
         print("sidecar: another process has been archiving for two minutes; try again", file=sys.stderr)

@@ -35,14 +35,18 @@ def pages(api, route: str, limit: int, **args) -> list[dict]:
             return [e for e in seen if e["action"] not in LOOKS]
 
 
+WEEK_AND_A_DAY_MS = 8 * 86_400_000
+
+
 @pytest.fixture
 def archived(tmp_path, app_factory, postgres_url, redis_client):
     """Seeded, 40 reported events, every event so far archived, then 12 more that stay in Redis.
 
-    The app's threads are not started: the archiver runs when the test says (``run_once``).
+    The app's archiver thread moves only events older than 7 days (none); the test moves them by
+    running a pass as if a week and a day had passed.
     """
-    settings = make_settings(tmp_path, audit_database_url=postgres_url, audit_hot_s=0)
-    app = app_factory(settings, start=False)
+    settings = make_settings(tmp_path, audit_database_url=postgres_url)
+    app = app_factory(settings)
     api = Api(app, make_tokens(settings))
     seed(api)
     employees, actions = ("e-1", "sec", "idle"), ("login", "clients.export_finished", "client.deleted")
@@ -50,7 +54,8 @@ def archived(tmp_path, app_factory, postgres_url, redis_client):
         assert report(api, employee=employees[i % 3], action=actions[i % 3],
                       location="l-1" if i % 2 else "l-2").status_code == 202
     runtime = app.extensions["sidecar"]
-    done = runtime.archiver.run_once(now_ms=int(time.time() * 1000) + 1000)
+    runtime.archiver.duty = 1.0  # no rests between batches in a test
+    done = runtime.archiver.run_once(now_ms=int(time.time() * 1000) + WEEK_AND_A_DAY_MS, lease_wait_s=30)
     assert done.moved >= 40 and redis_client.xlen(stream_key("c:ch-1")) == 0
     for i in range(12):
         report(api, employee=employees[i % 3], action=actions[i % 3], location="l-1" if i % 2 else "l-2")
@@ -103,8 +108,7 @@ def test_the_location_route_and_the_csv_export_read_both_stores(archived):
 
 def test_postgres_unreachable_hot_pages_answer_archived_pages_are_503(archived, tmp_path, app_factory):
     api, _ = archived
-    down = make_settings(tmp_path / "down", audit_database_url=f"postgresql://postgres@/x?host={tmp_path}/none",
-                         audit_hot_s=0)
+    down = make_settings(tmp_path / "down", audit_database_url=f"postgresql://postgres@/x?host={tmp_path}/none")
     down_api = Api(app_factory(down), make_tokens(down))
     first = look(down_api, CHAIN_ROUTE, viewer="boss", limit=5)
     assert first.status_code == 200 and len(first.get_json()["events"]) == 5  # the newest are in Redis

@@ -11,6 +11,9 @@ the lease and moves the log's ``floor`` to the batch's last hash (``archived_to`
 A process killed anywhere in between leaves either an uncommitted transaction (rolled back) or
 rows in both stores, which the next pass stores once and deletes from Redis. PostgreSQL down:
 nothing moves, the thread retries with backoff (1 s doubling to 5 min), events stay in Redis.
+A pass works at most ``duty`` of the time (default 5%: after a batch that took t it rests
+19 t), so the worker it runs in keeps answering checks at nearly full speed; ``sidecar audit
+archive`` runs at full speed.
 Retention drops whole month partitions (at most once an hour, under the lease).
 
 **Reading** (:func:`newest_first`): Redis first (the newest events), then, once Redis holds nothing
@@ -62,7 +65,7 @@ class Archiver:
 
     def __init__(self, audit_log: AuditLog, archive: ArchiveStore, *, hot_s: int, retention_days: int,
                  batch: int = 1000, every_s: float = 60.0, lease_ms: int = 60_000,
-                 max_batches: int = 200) -> None:
+                 max_batches: int = 200, duty: float = 0.05) -> None:
         self.audit_log = audit_log
         self.archive = archive
         self.hot_s = hot_s
@@ -71,6 +74,9 @@ class Archiver:
         self.every_s = every_s
         self.lease_ms = lease_ms
         self.max_batches = max_batches  # per pass: a backlog moves over several passes, the lease changes hands
+        # The share of time a pass works: after a batch that took t, it rests t * (1 / duty - 1), so
+        # moving competes little with the checks of the worker it runs in (1.0: full speed, by hand).
+        self.duty = duty
         self.state = "starting"  # ok | unreachable (PostgreSQL did not answer) | starting
         self.error: str | None = None
         self._retention_at = 0.0
@@ -134,11 +140,15 @@ class Archiver:
             self.archive.ensure_schema()
             for log_id in self.audit_log.logs():
                 while batches < self.max_batches and not self._stop.is_set():
+                    began = time.monotonic()
                     count = self._move_batch(log_id, now_ms - self.hot_s * 1000, lease)
                     batches += 1
                     moved += max(count, 0)
                     if count < self.batch:
                         break
+                    if self.duty < 1:
+                        rest = (time.monotonic() - began) * (1 / self.duty - 1)
+                        self._stop.wait(min(rest, self.lease_ms / 3000))  # renewed well before it expires
                     if not lease.renew():
                         raise StoreUnavailable("the archiver's lease was lost; another process goes on")
             dropped: list[str] = []
