@@ -86,6 +86,8 @@ def test_seats_refuses_bad_input_with_json(api: Any, query: str, status: int, co
 @pytest.mark.parametrize(("query", "code"), [
     ("chain=ch-1&since=yesterday", "invalid_request"),
     ("chain=ch-1&since=2026-01-01T00:00:00", "invalid_request"),  # no time zone
+    ("chain=ch-1&since=2026-01-01%2000:00:00%2B00:00", "invalid_request"),  # a space is not RFC 3339's T
+    ("chain=ch-1&since=0001-01-01T00:00:00%2B01:00", "invalid_request"),  # before year 1 in UTC
     ("chain=ch-1&since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z", "invalid_request"),
     ("location=l%2F1", "invalid_id"),
 ])

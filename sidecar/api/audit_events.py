@@ -16,7 +16,7 @@ from flask import Blueprint, g
 
 from sidecar.api.auth import require_scope
 from sidecar.api.context import current_runtime
-from sidecar.api.edge import json_body, matching, reply
+from sidecar.api.edge import json_body, matching, reply, text_field
 from sidecar.audit.events import ACTION_NAME, CATEGORIES, category_of
 from sidecar.errors import BadRequest
 from sidecar.policy.directory import check_id
@@ -51,18 +51,10 @@ def report_event() -> Any:
         raise BadRequest(f"details must be at most {MAX_DETAILS_BYTES} bytes of JSON", field="details")
     event_id = current_runtime().auditor.emit(category=category, action=action, outcome=outcome, employee=employee,
                           location=location, chain=chain, object=_flat(body, "object"), device=_flat(body, "device"),
-                          ip=_text(body, "ip", 64), request_id=_text(body, "request_id", 128) or g.get("request_id"),
-                          details=details)
+                          ip=text_field(body, "ip", 64, required=False, printable=True),
+                          request_id=text_field(body, "request_id", 128, required=False, printable=True)
+                          or g.get("request_id"), details=details)
     return reply({"id": event_id}, 202)
-
-
-def _text(body: dict[str, Any], name: str, limit: int) -> str | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or len(value) > limit or not value.isprintable():
-        raise BadRequest(f"{name} must be a printable string of at most {limit} characters", field=name)
-    return value
 
 
 def _object(body: dict[str, Any], name: str) -> dict[str, Any] | None:

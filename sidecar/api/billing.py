@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, request
@@ -26,8 +25,8 @@ from sidecar.policy.engine import TenantEngine
 from sidecar.policy.seat_preview import MAX_CHANGES, MembershipChange, preview
 from sidecar.policy.seats import Scope, check_rule, count_seats
 from sidecar.policy.tenant import Tenant
+from sidecar.policy.times import now_rfc3339, parse_rfc3339, rfc3339
 from sidecar.runtime import Runtime
-from sidecar.store.seat_history import rfc3339
 
 bp = Blueprint("billing", __name__)
 
@@ -88,20 +87,8 @@ def _time_ms(name: str, default: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an RFC 3339 time such as 2026-01-31T00:00:00Z", field=name) from None
-    if moment.tzinfo is None:
-        raise BadRequest(f"{name} must carry a time zone (Z or +hh:mm)", field=name)
-    try:
-        return max(0, int(moment.timestamp() * 1000))
-    except (OverflowError, ValueError):
-        raise BadRequest(f"{name} is out of range", field=name) from None
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    _, ms = parse_rfc3339(name, raw)
+    return max(0, ms)
 
 
 # -- routes ----------------------------------------------------------------------------------
@@ -111,7 +98,7 @@ def seats() -> Any:
     runtime = current_runtime()
     scope = _scope(request.args)
     rule = _rule(runtime)
-    return reply(count_seats(_engine(runtime, scope), scope, rule).to_json(_now()))
+    return reply(count_seats(_engine(runtime, scope), scope, rule).to_json(now_rfc3339()))
 
 
 @bp.post("/v1/billing/seats/preview")

@@ -14,7 +14,7 @@ from flask import Blueprint, g, request
 
 from sidecar.api.auth import require_scope
 from sidecar.api.context import current_runtime
-from sidecar.api.edge import check_ids, json_body, optional_bool, optional_str, reply
+from sidecar.api.edge import check_ids, json_body, optional_bool, reply, text_field
 from sidecar.errors import BadRequest, NotFound
 from sidecar.policy.directory import (
     CHAIN_SCOPE,
@@ -112,10 +112,11 @@ def employee_route(employee: str) -> Any:
         raise BadRequest(f"unexpected fields {extra}", fields=extra)
     if "active" not in body:
         raise BadRequest("active is required", field="active")
-    email = optional_str(body, "email")
+    email = text_field(body, "email", 320, required=False, empty=True)
     if email is not None and not _is_address(email):
         raise BadRequest("email must be one plain email address", field="email")
-    record = Employee(employee, optional_bool(body, "active"), email, optional_str(body, "name", limit=200))
+    name = text_field(body, "name", 200, required=False, empty=True)
+    record = Employee(employee, optional_bool(body, "active"), email, name)
     result = store.put_employee(record, _guard(_all_locations, [employee]))
     return _written(result, "employee", {"employee": employee})
 

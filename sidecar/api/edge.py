@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal, overload
 
 import orjson
 import structlog
@@ -119,12 +119,26 @@ def optional_bool(body: dict[str, Any], name: str, default: bool = False) -> boo
     return value
 
 
-def optional_str(body: dict[str, Any], name: str, *, limit: int = 320) -> str | None:
+@overload
+def text_field(body: Mapping[str, Any], name: str, limit: int, *, required: Literal[True] = ...,
+               printable: bool = ..., empty: bool = ...) -> str: ...
+@overload
+def text_field(body: Mapping[str, Any], name: str, limit: int, *, required: Literal[False],
+               printable: bool = ..., empty: bool = ...) -> str | None: ...
+def text_field(body: Mapping[str, Any], name: str, limit: int, *, required: bool = True, printable: bool = False,
+               empty: bool = False) -> str | None:
+    """A string field of at most ``limit`` characters, else 400 naming it.
+
+    ``required=False``: absent or null is None. ``printable``: no control characters (text that
+    reaches a log, a mail or a screen). ``empty``: "" is a value (otherwise refused).
+    """
     value = body.get(name)
-    if value is None:
+    if value is None and not required:
         return None
-    if not isinstance(value, str) or len(value) > limit:
-        raise BadRequest(f"{name} must be a string of at most {limit} characters", field=name)
+    if (not isinstance(value, str) or len(value) > limit or (not value and not empty)
+            or (printable and not value.isprintable())):
+        kind = f"{'' if empty else 'non-empty '}{'printable ' if printable else ''}string"
+        raise BadRequest(f"{name} must be a {kind} of at most {limit} characters", field=name)
     return value
 
 

@@ -32,6 +32,7 @@ from sidecar.api.edge import (
     parse_json_object,
     request_id,
     status_line,
+    text_field,
 )
 from sidecar.errors import BadRequest, SidecarError, TooManyChecks
 from sidecar.policy.decisions import Decision
@@ -42,13 +43,6 @@ from sidecar.runtime import Runtime
 log = structlog.get_logger("sidecar.http")
 MAX_BATCH = 100
 QueryArgs = dict[str, list[str]]  # the parsed query string
-
-
-def _text(body: dict[str, Any], name: str, limit: int = 64) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value or len(value) > limit:
-        raise BadRequest(f"{name} must be a non-empty string of at most {limit} characters", field=name)
-    return value
 
 
 def _context(body: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +81,7 @@ def _subject(runtime: Runtime, body: dict[str, Any], query: QueryArgs) -> tuple[
 def decide_one(runtime: Runtime, raw: bytes, query: QueryArgs, rid: str) -> tuple[dict[str, Any], list[Decision]]:
     body = parse_json_object(raw)
     employee, location, context = _subject(runtime, body, query)
-    right = f"{_text(body, 'resource')}:{_text(body, 'action')}"
+    right = f"{text_field(body, 'resource', 64)}:{text_field(body, 'action', 64)}"
     explain = (query.get("explain") or [""])[0] in ("1", "true")
     decision = runtime.decide(employee, location, right, mfa=context.get("mfa", False), explain=explain)
     answer: dict[str, Any] = {"allowed": decision.allowed, "decision_id": uuid.uuid4().hex, "reason": decision.reason}
@@ -112,7 +106,7 @@ def decide_batch(runtime: Runtime, raw: bytes, query: QueryArgs, rid: str) -> tu
         if not isinstance(item, dict):
             raise BadRequest("each check must be an object {resource, action}", field="checks")
         own_employee, own_location = item.get("employee"), item.get("location")
-        items.append((_text(item, "resource"), _text(item, "action"),
+        items.append((text_field(item, "resource", 64), text_field(item, "action", 64),
                       None if own_employee is None else check_id(own_employee, "checks[].employee"),
                       None if own_location is None else check_id(own_location, "checks[].location")))
     employee, location, context = _subject(runtime, body, query)

@@ -21,9 +21,9 @@ from flask import Blueprint, Response, g
 
 from sidecar.api.auth import require_scope
 from sidecar.api.context import current_runtime
-from sidecar.api.edge import check_ids, json_body, reply
+from sidecar.api.edge import check_ids, json_body, reply, text_field
 from sidecar.errors import BadRequest, RateLimited
-from sidecar.mfa.service import TwoStep, rfc3339
+from sidecar.mfa.service import TwoStep, expires_at
 from sidecar.policy.directory import check_id
 from sidecar.store.mfa.challenges import CHANNELS
 from sidecar.store.mfa.devices import Device
@@ -55,7 +55,7 @@ def create_challenge() -> Any:
     challenge = two_step().start(employee, channel, _device(body.get("device")), _ip(body.get("ip")),
                                  g.get("request_id"))
     return reply({"challenge_id": challenge.id, "channel": challenge.channel,
-                  "expires_at": rfc3339(challenge.expires_at)}, 201)
+                  "expires_at": expires_at(challenge)}, 201)
 
 
 @bp.get("/v1/mfa/challenges/<challenge_id>")
@@ -95,8 +95,9 @@ def approve(challenge_id: str) -> Any:
 def register_device(employee: str) -> Any:
     check_ids(employee=employee)
     body = json_body()
-    device = Device(id=check_id(body.get("id"), "id"), name=_text(body, "name", 200),
-                    platform=_text(body, "platform", 32), push_token=_text(body, "push_token", 4096),
+    device = Device(id=check_id(body.get("id"), "id"), name=text_field(body, "name", 200, printable=True),
+                    platform=text_field(body, "platform", 32, printable=True),
+                    push_token=text_field(body, "push_token", 4096, printable=True),
                     registered_at=two_step().now())
     created = two_step().register_device(employee, device, g.get("request_id"))
     return reply(device.public(), 201 if created else 200)
@@ -118,19 +119,12 @@ def remove_device(employee: str, device_id: str) -> Any:
 
 
 # -- reading the body ------------------------------------------------------------------------
-def _text(body: dict[str, Any], name: str, limit: int) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not 0 < len(value) <= limit or not value.isprintable():
-        raise BadRequest(f"{name} must be a non-empty string of at most {limit} characters", field=name)
-    return value
-
-
 def _device(value: object) -> dict[str, str]:
     """The device asking to sign in: a description string, or {"id", "name", "platform", "user_agent"}."""
     if value is None:
         return {}
     if isinstance(value, str):
-        return {"name": _text({"device": value}, "device", 200)}
+        return {"name": text_field({"device": value}, "device", 200, printable=True)}
     if not isinstance(value, dict) or any(not isinstance(value.get(k, ""), str) for k in DEVICE_FIELDS):
         raise BadRequest("device must be a string or an object of strings id, name, platform, user_agent",
                          field="device")

@@ -15,7 +15,6 @@ import csv
 import io
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -30,6 +29,7 @@ from sidecar.audit.query import Query, search
 from sidecar.errors import BadRequest, Forbidden, NotFound
 from sidecar.policy.directory import check_id
 from sidecar.policy.tenant import Tenant
+from sidecar.policy.times import parse_rfc3339
 from sidecar.runtime import Runtime
 
 bp = Blueprint("security", __name__)
@@ -142,18 +142,8 @@ def _instant(name: str) -> tuple[str | None, int | None]:
     raw = request.args.get(name)
     if raw is None:
         return None, None
-    try:
-        moment = datetime.fromisoformat(raw.replace("z", "Z"))
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None or "T" not in raw.upper():
-        raise BadRequest(f"{name} must be an RFC 3339 time with an offset, e.g. 2025-01-31T09:00:00Z", field=name)
-    try:
-        moment = moment.astimezone(UTC)
-    except OverflowError:
-        raise BadRequest(f"{name} is out of range", field=name) from None
-    text = f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
-    return text, max(0, int(moment.timestamp() * 1000))
+    text, ms = parse_rfc3339(name, raw)
+    return text, max(0, ms)
 
 
 def _limit() -> int:

@@ -5,7 +5,7 @@ An event is a plain dict (the shape of API.md's Security section): ``id``, ``tim
 ``device``, ``ip``, ``request_id``, ``details``. Values under keys that look like tokens, codes
 or passwords in caller-supplied dicts are replaced by ``[redacted]`` before anything is written.
 
-Imports: nothing of the sidecar (pure).
+Imports: ``sidecar.policy.times`` only (pure).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from __future__ import annotations
 import functools
 import re
 import uuid
-from datetime import UTC, datetime
 from typing import Any
+
+from sidecar.policy.times import now_rfc3339
 
 CATEGORIES = ("login", "export", "edit", "delete", "access", "security")
 REDACTED = "[redacted]"
@@ -23,11 +24,6 @@ _SECRET_WORDS = ("token", "code", "password", "passwd", "secret", "otp", "author
 ACTION_NAME = re.compile(r"[A-Za-z0-9:._-]{1,64}")  # an action as reported or filtered on
 FIELD_LIMIT = 512
 DEVICE_FIELDS = ("id", "name", "platform", "user_agent")
-
-
-def now_rfc3339() -> str:
-    now = datetime.now(UTC)
-    return f"{now:%Y-%m-%dT%H:%M:%S}.{now.microsecond // 1000:03d}Z"
 
 
 def new_event(*, category: str, action: str, outcome: str, employee: str | None, location: str | None,

@@ -17,10 +17,11 @@ from typing import Any
 import structlog
 
 from sidecar.audit.auditor import Auditor
-from sidecar.audit.events import category_of, contract_device, new_event, now_rfc3339, short_text
+from sidecar.audit.events import category_of, contract_device, new_event, short_text
 from sidecar.policy.bundle import PolicyBundle
 from sidecar.policy.records import CheckRecord, WriteRecord
 from sidecar.policy.tenant import NO_TENANT, Tenant
+from sidecar.policy.times import now_rfc3339
 from sidecar.store.replica import Replica
 
 log = structlog.get_logger("sidecar.audit")

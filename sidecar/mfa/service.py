@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from sidecar.config import Settings
@@ -23,6 +22,7 @@ from sidecar.errors import ChannelUnavailable, Conflict, Forbidden, InvalidCode,
 from sidecar.mfa import codes
 from sidecar.mfa.email import CodeMessage, EmailChannel, SmtpTarget
 from sidecar.mfa.trail import Trail
+from sidecar.policy.times import rfc3339
 from sidecar.store.connection import Client
 from sidecar.store.directory import DirectoryStore
 from sidecar.store.mfa.challenges import CODE_TTL_S, Challenge, ChallengeStore, Outcome
@@ -34,8 +34,9 @@ _OUTCOMES = {"verified": "success", "failed": "failure", "locked": "failure", "a
              "denied": "denied"}
 
 
-def rfc3339(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+def expires_at(challenge: Challenge) -> str:
+    """A challenge's expiry as the API shows it: RFC 3339 UTC to the second."""
+    return rfc3339(challenge.expires_at * 1000, timespec="seconds")
 
 
 def describe_device(device: dict[str, str]) -> str:
@@ -77,7 +78,7 @@ class TwoStep:
             challenge = self._start_push(employee, device, ip)
         self.trail.record(action="mfa_challenge_sent", outcome="success", employee=employee,
                      device=device, ip=ip, object=_object(challenge), request_id=request_id,
-                     details={"channel": channel, "expires_at": rfc3339(challenge.expires_at)})
+                     details={"channel": channel, "expires_at": expires_at(challenge)})
         return challenge
 
     def _start_email(self, employee: str, email: str | None, device: dict[str, str], ip: str | None) -> Challenge:
@@ -89,7 +90,7 @@ class TwoStep:
         code = codes.new_code()
         challenge = self.challenges.create(employee, "email", device, ip, code)
         message = CodeMessage(product=self.product, recipient=email, code=code, device=describe_device(device),
-                              ip=ip or "unknown", expires_at=rfc3339(challenge.expires_at),
+                              ip=ip or "unknown", expires_at=expires_at(challenge),
                               minutes=CODE_TTL_S // 60)
         try:
             self.email.send(message)
@@ -104,7 +105,7 @@ class TwoStep:
             raise Conflict(f"employee {employee} has no registered device", reason="no_registered_device")
         challenge = self.challenges.create(employee, "push", device, ip, None)
         self.outbox.publish(challenge_id=challenge.id, employee=employee, devices=phones, requesting_device=device,
-                            ip=ip, expires_at=rfc3339(challenge.expires_at))
+                            ip=ip, expires_at=expires_at(challenge))
         return challenge
 
     def verify(self, challenge_id: str, code: str, request_id: str | None = None) -> Challenge:
@@ -134,7 +135,7 @@ class TwoStep:
     def status(self, challenge_id: str) -> dict[str, Any]:
         challenge = self.challenges.get(challenge_id)
         return {"challenge_id": challenge.id, "status": challenge.status(self.now()), "channel": challenge.channel,
-                "employee": challenge.employee, "expires_at": rfc3339(challenge.expires_at)}
+                "employee": challenge.employee, "expires_at": expires_at(challenge)}
 
     def _record(self, outcome: Outcome, request_id: str | None, **details: str) -> None:
         challenge = outcome.challenge

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import redis
 
 from sidecar.policy.seats import Scope, Seats
+from sidecar.policy.times import rfc3339
 from sidecar.store.connection import translated_errors
 
 SEAT_CHANGES_STREAM = "sidecar:seat-changes"
@@ -91,10 +91,6 @@ def state_key(scope: Scope) -> str:
 
 def scope_stream(scope: Scope) -> str:
     return f"{SEAT_CHANGES_STREAM}:{scope.key}"
-
-
-def rfc3339(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -166,4 +162,4 @@ class SeatHistory:
         at_since = _change(before.decode()).paid_seats if before else 0
         return History(at_since, [_change(line) for line in during.decode().split("\n")] if during else [])
 
-__all__ = ["SEAT_CHANGES_STREAM", "History", "PaidChange", "SeatHistory", "rfc3339", "scope_stream", "state_key"]
+__all__ = ["SEAT_CHANGES_STREAM", "History", "PaidChange", "SeatHistory", "scope_stream", "state_key"]
