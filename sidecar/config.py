@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
+DEFAULT_FORWARD_AUTH_PREFIX = "/v1/forward-auth"  # always served; SIDECAR_FORWARD_AUTH_PREFIX adds another
+
 
 class ConfigError(ValueError):
     """A configuration variable holds a value the sidecar cannot use."""
@@ -30,7 +32,7 @@ class Settings:
     jwt_public_key: str | None = field(default=None, repr=False)
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
-    forward_auth_prefix: str = "/v1/forward-auth"
+    forward_auth_prefix: str = DEFAULT_FORWARD_AUTH_PREFIX
     log_format: str = "auto"  # auto | json | console
     min_revision_wait_s: float = 2.0
     max_tenants: int = 20_000
@@ -88,7 +90,7 @@ class Settings:
             if not key_path.is_file():
                 raise ConfigError("SIDECAR_JWT_PUBLIC_KEY is neither a PEM key nor a readable file")
             public_key = key_path.read_text()
-        prefix = text("SIDECAR_FORWARD_AUTH_PREFIX") or "/v1/forward-auth"
+        prefix = text("SIDECAR_FORWARD_AUTH_PREFIX") or DEFAULT_FORWARD_AUTH_PREFIX
         if not prefix.startswith("/"):
             raise ConfigError(f"SIDECAR_FORWARD_AUTH_PREFIX={prefix!r} must start with /")
         tokens = text("SIDECAR_TOKENS_FILE")

@@ -120,7 +120,7 @@ def test_replaying_an_event_twice_appends_it_once(app, api, redis_url) -> None:
     store = audit_log(redis_url)
     event = new_event(category="login", action="login", outcome="success", employee="e-1", location="l-1",
                             chain="ch-1", object=None, device=None, ip=None, request_id=None, details=None)
-    first, second = store.append(LOG, event), store.append(LOG, event)
+    (first,), (second,) = store.append_many([(LOG, event)]), store.append_many([(LOG, event)])
     assert first.added and not second.added
     assert [e["id"] for e in read_log(redis_url, LOG)].count(event["id"]) == 1
 
@@ -135,7 +135,7 @@ def test_a_batch_appends_each_run_of_one_log_in_order_and_skips_seen_ids(app, ap
                                details={"n": n})
 
     first, second, third, other = event(1), event(2), event(3), event(4)
-    store.append(LOG, first)
+    store.append_many([(LOG, first)])
     results = store.append_many([(LOG, first), (LOG, second), ("l:l-9", other), (LOG, third), (LOG, second)])
     assert [r.added for r in results] == [False, True, True, True, False]
     logins = [e for e in read_log(redis_url, LOG) if e["action"] == "login"]

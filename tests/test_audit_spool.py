@@ -82,7 +82,7 @@ def test_an_event_redis_already_holds_is_not_appended_again_on_replay(outage_api
     auditor = outage_api.app.extensions["sidecar"].auditor
     event = new_event(category="login", action="login", outcome="success", employee="e-1", location="l-1",
                             chain="ch-1", object=None, device=None, ip=None, request_id=None, details=None)
-    auditor.store.append("c:ch-1", event)
+    auditor.store.append_many([("c:ch-1", event)])
     auditor.spool.append({"log": "c:ch-1", "event": event})  # Redis took it but the reply was lost
     auditor.replay_now()
     assert [e["id"] for e in read_log(own_redis.url, "c:ch-1")].count(event["id"]) == 1

@@ -32,7 +32,7 @@ def test_each_change_is_recorded_once_whoever_records_it(history: SeatHistory, r
 def test_an_older_revision_never_overwrites_a_newer_one(history: SeatHistory) -> None:
     history.record([seats("2000-0", "a")])
     assert history.record([seats("1000-0", "a", "b")]) == 0
-    assert history.recorded_revision(CHAIN) == "2000-0"
+    assert history.record([seats("2001-0", "a", "b")]) == 1  # diffed against 2000-0's seats, not 1000-0's
 
 
 def test_a_revision_is_diffed_against_the_last_recorded_seats(history: SeatHistory) -> None:

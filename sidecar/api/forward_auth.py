@@ -49,12 +49,11 @@ from werkzeug.routing import PathConverter
 
 from sidecar.api.context import current_runtime
 from sidecar.api.edge import reply
-from sidecar.config import Settings
+from sidecar.config import DEFAULT_FORWARD_AUTH_PREFIX, Settings
 from sidecar.forward_auth.jwt_auth import InvalidToken
 from sidecar.forward_auth.query import build_query
 from sidecar.policy.records import CheckRecord
 
-DEFAULT_PREFIX = "/v1/forward-auth"
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"  # RFC 3986 pchar minus % (re-quoted), plus /
 
@@ -70,9 +69,9 @@ class AnyPath(PathConverter):
 
 def blueprint(app: Flask, settings: Settings) -> Blueprint:
     """The forward-auth routes under the default prefix and the configured one (rules depend on settings)."""
-    prefixes = [DEFAULT_PREFIX]
+    prefixes = [DEFAULT_FORWARD_AUTH_PREFIX]
     configured = settings.forward_auth_prefix.rstrip("/")
-    if configured and configured != DEFAULT_PREFIX:
+    if configured and configured != DEFAULT_FORWARD_AUTH_PREFIX:
         prefixes.append(configured)
     bp = Blueprint("forward_auth", __name__)  # one per app: rules depend on its settings
     rules = [rule for prefix in prefixes for rule in (prefix, f"{prefix}/<fa_path:rest>")]
@@ -103,7 +102,7 @@ def _client_ip() -> str | None:
 
 
 def _prefix_of_call() -> str:
-    rule = request.url_rule.rule if request.url_rule is not None else DEFAULT_PREFIX
+    rule = request.url_rule.rule if request.url_rule is not None else DEFAULT_FORWARD_AUTH_PREFIX
     return rule.removesuffix("/<fa_path:rest>")
 
 

@@ -59,9 +59,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
+from sidecar.config import DEFAULT_FORWARD_AUTH_PREFIX
 from sidecar.errors import Forbidden
 
-DEFAULT_PREFIX = "/v1/forward-auth"
 MAX_TARGET_LENGTH = 8192
 
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -162,7 +162,7 @@ def original_request(
     method: str,
     target: str,
     headers: Mapping[str, str] | Iterable[tuple[str, str]],
-    prefix: str = DEFAULT_PREFIX,
+    prefix: str = DEFAULT_FORWARD_AUTH_PREFIX,
 ) -> OriginalRequest:
     """The request the proxy asks about; see the module docstring. Raises RequestRejected."""
     lowered = _lower_headers(headers)

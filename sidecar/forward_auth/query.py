@@ -28,9 +28,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from sidecar.config import DEFAULT_FORWARD_AUTH_PREFIX
 from sidecar.errors import Unavailable
 from sidecar.forward_auth.jwt_auth import Identity, JwtVerifier
-from sidecar.forward_auth.paths import DEFAULT_PREFIX, OriginalRequest, RequestRejected, original_request
+from sidecar.forward_auth.paths import OriginalRequest, RequestRejected, original_request
 from sidecar.policy.directory import is_valid_id
 from sidecar.policy.routes import RouteMatch, RouteTable
 
@@ -76,7 +77,7 @@ def build_query(
     method: str,
     target: str,
     headers: Mapping[str, str] | Iterable[tuple[str, str]],
-    prefix: str = DEFAULT_PREFIX,
+    prefix: str = DEFAULT_FORWARD_AUTH_PREFIX,
 ) -> ForwardAuthQuery:
     """See the module docstring. ``target`` is the raw request-target of the call (RAW_URI)."""
     if verifier is None:

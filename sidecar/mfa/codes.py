@@ -45,7 +45,3 @@ class KeyedCodes:
     def matches(self, challenge_id: str, code: str, stored_hash: str) -> bool:
         return matches(self._secret(), challenge_id, code, stored_hash)
 
-
-def well_formed(code: object) -> bool:
-    """A presented code is DIGITS ASCII digits; anything else is a failed attempt, not an error."""
-    return isinstance(code, str) and len(code) == DIGITS and code.isascii() and code.isdigit()

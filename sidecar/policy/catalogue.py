@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from sidecar.policy.files import PolicyFileError, read_yaml
+from sidecar.policy.files import read_yaml
 
 RIGHT_PATTERN = re.compile(r"[a-z][a-z0-9_]*:[a-z*][a-z0-9_]*")
 BILLING_CLASSES = ("booking", "payment")
@@ -140,4 +140,4 @@ def load_role_templates(file: Path, catalogue: Catalogue) -> dict[str, RoleTempl
     return templates
 
 
-__all__ = ["Catalogue", "PolicyFileError", "Right", "RoleTemplate", "load_catalogue", "load_role_templates"]
+__all__ = ["Catalogue", "Right", "RoleTemplate", "load_catalogue", "load_role_templates"]

@@ -40,21 +40,7 @@ GENESIS = "0" * 40
 LOGS_KEY = "sc:audit:logs"
 PAGE = 500
 
-_APPEND = """
-if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return false end
-local prev = redis.call('HGET', KEYS[2], 'head')
-if not prev then prev = ARGV[5] end
-local h = redis.sha1hex(prev .. '\\n' .. ARGV[2])
-redis.call('XADD', KEYS[1], '*', 'e', ARGV[2], 'p', prev, 'h', h)
-redis.call('HSET', KEYS[2], 'head', h)
-redis.call('HINCRBY', KEYS[2], 'count', 1)
-redis.call('SADD', KEYS[3], ARGV[1])
-redis.call('EXPIRE', KEYS[3], ARGV[3])
-redis.call('SADD', KEYS[4], ARGV[4])
-return h
-"""
-
-# A run of events of one log in one step, each as _APPEND does it (skip a seen id, link to the
+# A run of events of one log in one step, each appended as one step (skip a seen id, link to the
 # head, XADD, count, remember the id), the head read once and moved once. KEYS: stream, meta, the
 # set of logs, then the id set of each event; ARGV: ttl, log, genesis, then id and body per event.
 # Returns each event's hash, or nil for an id seen before.
@@ -191,23 +177,10 @@ class AuditLog:
         self._wait_timeout_s = wait_timeout_s
         self._id_ttl_s = (hot_s // 86400 + 2) * 86400 if archived else (retention_days + 2) * 86400
         self._release = client.register_script(_RELEASE)
-        self._append = client.register_script(_APPEND)
         self._append_run = client.register_script(_APPEND_RUN)
         self._trim = client.register_script(_TRIM)
 
     # -- writing ------------------------------------------------------------------------------
-    def _append_args(self, log: str, event: dict[str, Any]) -> tuple[list[str], list[Any]]:
-        day = event["time"][:10].replace("-", "")
-        keys = [stream_key(log), meta_key(log), ids_key(log, day), LOGS_KEY]
-        return keys, [event["id"], canonical(event), self._id_ttl_s, log, GENESIS]
-
-    def append(self, log: str, event: dict[str, Any]) -> Appended:
-        """Append one event durably (idempotent by ``event["id"]``): one round trip."""
-        keys, args = self._append_args(log, event)
-        with translated_errors(), acknowledged(self.client, self._min_replicas, self._wait_timeout_s) as client:
-            reply = self._append(keys=keys, args=args, client=client)
-        return _appended(reply)
-
     def _run_args(self, log: str, events: list[dict[str, Any]]) -> tuple[list[str], list[Any]]:
         keys = [stream_key(log), meta_key(log), LOGS_KEY]
         args: list[Any] = [self._id_ttl_s, log, GENESIS]

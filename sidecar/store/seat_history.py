@@ -146,14 +146,6 @@ class SeatHistory:
                                    SEAT_CHANGES_MAXLEN, _SEQ_STRIDE], client=pipe)
             return sum(int(n) for n in pipe.execute())
 
-    def recorded_revision(self, scope: Scope) -> str | None:
-        with translated_errors():
-            raw = self.client.get(state_key(scope))
-        if raw is None:
-            return None
-        state = orjson.loads(raw)
-        return f"{state['ms']}-{state['seq']}"
-
     def history(self, scope: Scope, since_ms: int, until_ms: int) -> History:
         """Changes with ``since_ms <= time <= until_ms``, and the paid seats in force at ``since_ms``."""
         with translated_errors():

@@ -104,13 +104,6 @@ class Spool:
         with self._lock:
             return len(self._pending) if self._pid == os.getpid() else 0
 
-    def own_records(self) -> bool:
-        """Whether this process's own file still holds records."""
-        with self._lock:
-            if self._fd is None or self._pid != os.getpid():
-                return False
-            return bool(self._pending) or self._size > 0
-
     def ship_own(self, sink: Sink, batch: int = BATCH) -> int:
         """Hand this process's pending records to ``sink``, oldest first, ``batch`` at a time.
 
