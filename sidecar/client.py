@@ -237,7 +237,7 @@ class SidecarClient:
         return self._call("POST", "/v1/billing/seats/preview", body)
 
     # -- the one place a request is made --------------------------------------------------------
-    def _call(self, method: str, path: str, body: Any = None, query: Mapping[str, str] | None = None) -> Any:
+    def _call(self, method: str, path: str, body: Any = None, query: Mapping[str, str] | None = None) -> dict[str, Any]:
         url = self.base_url + path + (f"?{urlencode(query)}" if query else "")
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         data = None
@@ -256,6 +256,8 @@ class SidecarClient:
             error = answer.get("error", {}) if isinstance(answer, dict) else {}
             kind = _BY_STATUS.get(response.status, ApiError)
             raise kind(response.status, str(error.get("code", "error")), str(error.get("message", "")), error)
+        if not isinstance(answer, dict):  # every answer of the API is a JSON object
+            raise TransportError(f"{method} {path}: answer is not a JSON object ({response.status})")
         return answer
 
 

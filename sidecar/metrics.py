@@ -60,7 +60,7 @@ def use_multiprocess(directory: Path) -> None:
     """
     global TENANTS_LOADED, AUDIT_ARCHIVED, AUDIT_ARCHIVE_UP, REDIS_OUTAGES, SEAT_CHANGES
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-    prometheus_values.ValueClass = prometheus_values.get_value_class()
+    prometheus_values.ValueClass = prometheus_values.get_value_class()  # type: ignore[no-untyped-call]  # untyped
     for metric in (TENANTS_LOADED, AUDIT_ARCHIVED, AUDIT_ARCHIVE_UP, REDIS_OUTAGES, SEAT_CHANGES):
         REGISTRY.unregister(metric)
     TENANTS_LOADED, AUDIT_ARCHIVED, AUDIT_ARCHIVE_UP, REDIS_OUTAGES, SEAT_CHANGES = _unlabelled()
@@ -69,6 +69,6 @@ def use_multiprocess(directory: Path) -> None:
 def render() -> tuple[bytes, str]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus_client is untyped here
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST

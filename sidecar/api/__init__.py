@@ -20,7 +20,6 @@ from sidecar.api import audit_events, billing, directory, forward_auth, health, 
 from sidecar.api.context import attach, current_runtime
 from sidecar.api.edge import (
     INTERNAL_ERROR,
-    MAX_BODY,
     TOO_LARGE_MESSAGE,
     begin,
     error_body,
@@ -29,6 +28,7 @@ from sidecar.api.edge import (
     reply,
     request_id,
 )
+from sidecar.api.limits import MAX_BODY
 from sidecar.errors import SidecarError
 from sidecar.runtime import Runtime
 

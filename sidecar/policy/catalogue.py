@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sidecar.policy.files import read_yaml
 
@@ -94,7 +95,7 @@ def load_role_templates(file: Path, catalogue: Catalogue) -> dict[str, RoleTempl
     doc = read_yaml(file)
     if not isinstance(doc.data, dict) or not isinstance(doc.data.get("roles"), dict):
         raise doc.error((), "expected a mapping `roles:` of role name to its rights")
-    raw: dict[str, dict] = doc.data["roles"]
+    raw: dict[str, dict[str, Any]] = doc.data["roles"]
     resolved: dict[str, frozenset[str]] = {}
 
     def resolve(name: str, trail: tuple[str, ...]) -> frozenset[str]:

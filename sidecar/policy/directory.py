@@ -30,14 +30,6 @@ def check_id(value: object, what: str = "id") -> str:
     return value
 
 
-def chain_tenant(chain: str) -> Tenant:
-    return Tenant.chain(chain)
-
-
-def location_tenant(location: str) -> Tenant:
-    return Tenant.location(location)
-
-
 @dataclass(frozen=True, slots=True)
 class Employee:
     id: str

@@ -50,7 +50,8 @@ class _Server(MPServer):
     """granian's process manager, plus: a respawned or reloaded worker's live gauges are dropped."""
 
     def _respawn_workers(self, workers: list[int], *args: Any, **kwargs: Any) -> None:
-        pids = [self.wrks[idx]._id() for idx in workers if idx < len(self.wrks)]
+        pids = [self.wrks[idx]._id() for idx in workers  # type: ignore[no-untyped-call]  # granian's worker is untyped
+                if idx < len(self.wrks)]
         super()._respawn_workers(workers, *args, **kwargs)
         for pid in pids:
             if pid:

@@ -49,7 +49,7 @@ def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: st
 gunicorn.util.write_error = write_json_error  # gunicorn's workers look it up at call time
 
 
-class _Gunicorn(BaseApplication):
+class _Gunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type information
     def __init__(self, options: dict[str, Any], app: WorkerApp) -> None:
         self.options = options
         self.worker_app = app

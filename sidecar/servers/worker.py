@@ -52,7 +52,7 @@ class WorkerApp:
 def mark_dead(pid: int) -> None:
     """Drop a worker's live gauges from the multiprocess metrics (counters are kept)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.mark_process_dead(pid)
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # prometheus_client is untyped here
 
 
 def settle_heap() -> None:

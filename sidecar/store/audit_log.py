@@ -165,7 +165,7 @@ def _entry(stream_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
 
 
 class AuditLog:
-    def __init__(self, client: redis.Redis, retention_days: int, *, archived: bool = False,
+    def __init__(self, client: redis.Redis[bytes], retention_days: int, *, archived: bool = False,
                  hot_s: int = 7 * 86400, min_replicas: int = 0, wait_timeout_s: float = 1.0) -> None:
         """``archived``: a PostgreSQL archive takes events after ``hot_s``; then Redis never trims
         (an event leaves only once archived) and keeps event ids for duplicate checks only while

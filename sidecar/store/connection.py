@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeAlias
 
 import redis
 import redis.exceptions
@@ -22,10 +23,11 @@ from sidecar.store.clients import make_client
 from sidecar.store.health import RedisHealth
 from sidecar.store.redis_server import RedisServer
 
-Client = redis.Redis  # the client's type, for code above store/ that hands one on without importing redis
+# The client's type, for code above store/ that hands one on without importing redis.
+Client: TypeAlias = "redis.Redis[bytes]"
 
 
-def connect(url: str, *, timeout_s: float = 1.0, health: RedisHealth | None = None) -> redis.Redis:
+def connect(url: str, *, timeout_s: float = 1.0, health: RedisHealth | None = None) -> redis.Redis[bytes]:
     """A client whose commands fail fast when Redis is away, so decisions never hang on it.
 
     ``url`` is any SIDECAR_REDIS_URL (Sentinel included, see ``store.clients``); with ``health``

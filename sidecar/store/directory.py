@@ -198,7 +198,7 @@ class _Write:
 
 
 class DirectoryStore:
-    def __init__(self, client: redis.Redis, bundle: Callable[[], PolicyBundle], *, min_replicas: int = 0,
+    def __init__(self, client: redis.Redis[bytes], bundle: Callable[[], PolicyBundle], *, min_replicas: int = 0,
                  wait_timeout_s: float = 1.0) -> None:
         self.client = client
         self._bundle = bundle

@@ -26,7 +26,7 @@ return 0
 
 
 class Lease:
-    def __init__(self, client: redis.Redis, key: str, ttl_ms: int) -> None:
+    def __init__(self, client: redis.Redis[bytes], key: str, ttl_ms: int) -> None:
         self.client = client
         self.key = key
         self.ttl_ms = ttl_ms

@@ -54,7 +54,7 @@ class Replica:
         self.position = "0-0"
         self.connected = False
         self._thread: threading.Thread | None = None
-        self._follower: redis.Redis | None = None
+        self._follower: redis.Redis[bytes] | None = None
         self._stop = threading.Event()
 
     # -- following the change log ------------------------------------------------------------
@@ -111,7 +111,7 @@ class Replica:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 2.0)
 
-    def _resume(self, client: redis.Redis) -> None:
+    def _resume(self, client: redis.Redis[bytes]) -> None:
         """Back online: if the stream no longer reaches back to our position, reload everything."""
         info = client.xinfo_stream(CHANGES_STREAM) if client.exists(CHANGES_STREAM) else None
         first = info["first-entry"][0].decode() if info and info.get("first-entry") else None

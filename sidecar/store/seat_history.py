@@ -128,7 +128,7 @@ def _change(line: str) -> PaidChange:
 
 
 class SeatHistory:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis[bytes]) -> None:
         self.client = client
         self._record = client.register_script(_RECORD)
         self._period = client.register_script(_PERIOD)

@@ -115,7 +115,7 @@ class Outcome:
 
 
 class ChallengeStore:
-    def __init__(self, client: redis.Redis, codes: CodeHasher, now: Callable[[], float]) -> None:
+    def __init__(self, client: redis.Redis[bytes], codes: CodeHasher, now: Callable[[], float]) -> None:
         self.client = client
         self._codes = codes
         self._now = now

@@ -33,7 +33,7 @@ class Device:
 
 
 class DeviceStore:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis[bytes]) -> None:
         self.client = client
 
     def register(self, employee: str, device: Device) -> bool:

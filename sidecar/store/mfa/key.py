@@ -16,7 +16,7 @@ from sidecar.store.connection import translated_errors
 KEY_IN_REDIS = "sidecar:mfa:key"
 
 
-def shared_key(client: redis.Redis, new_key: Callable[[], str]) -> str:
+def shared_key(client: redis.Redis[bytes], new_key: Callable[[], str]) -> str:
     """The key in Redis; the first caller's ``new_key()`` when there was none."""
     with translated_errors():
         client.set(KEY_IN_REDIS, new_key(), nx=True)

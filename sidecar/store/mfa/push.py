@@ -27,7 +27,7 @@ OUTBOX_MAXLEN = 100_000
 
 
 class PushOutbox:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis[bytes]) -> None:
         self.client = client
 
     def publish(self, *, challenge_id: str, employee: str, devices: list[Device], requesting_device: dict[str, str],
