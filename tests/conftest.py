@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from sidecar.store.redis_server import RedisServer
-from tests.postgres_support import PostgresCluster, postgres_bin
+from tests.postgres_support import PostgresCluster, postgres_bin, stop_orphans
 
 POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
 
@@ -74,6 +74,7 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
     """One private cluster per session (see tests/postgres_support.py); skipped without PostgreSQL."""
     if postgres_bin() is None:
         pytest.skip("PostgreSQL is not installed (.ci/run installs the postgresql package)")
+    stop_orphans()  # clusters of earlier runs that were killed before their teardown
     cluster = PostgresCluster(Path(tempfile.mkdtemp(prefix="sidecar-pg-"))).start()
     yield cluster
     cluster.stop()

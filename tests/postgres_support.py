@@ -14,10 +14,31 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
 import psycopg
+
+
+def stop_orphans(parent: Path | None = None) -> None:
+    """Stop and remove test clusters whose owning process is gone (a test run killed by a timeout
+    never reaches its teardown, and pg_ctl's server outlives it)."""
+    bin_dir = postgres_bin()
+    for owner in (parent or Path(tempfile.gettempdir())).glob("sidecar-pg-*/owner"):
+        try:
+            os.kill(int(owner.read_text()), 0)
+            continue  # its owner still runs
+        except ProcessLookupError:
+            pass
+        except (ValueError, OSError):
+            continue
+        root = owner.parent
+        if bin_dir is not None and (root / "data" / "postmaster.pid").exists():
+            runner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+            subprocess.run([*runner, str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"],
+                           capture_output=True, timeout=60, check=False)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def postgres_bin() -> Path | None:
@@ -48,6 +69,7 @@ class PostgresCluster:
 
     def start(self) -> PostgresCluster:
         self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "owner").write_text(str(os.getpid()))  # stop_orphans stops it if this process dies
         if self._as:
             user = pwd.getpwnam("postgres")
             os.chown(self.root, user.pw_uid, user.pw_gid)
