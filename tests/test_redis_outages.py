@@ -192,3 +192,21 @@ def test_a_server_running_in_cluster_mode_is_refused_at_start_in_one_line(tmp_pa
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Cluster is not supported" in lines[0] and "Sentinel" in lines[0]
+
+
+def test_an_acl_user_that_may_not_run_role_is_still_seen_as_up(tmp_path: Path) -> None:
+    acl = tmp_path / "redis" / "users.acl"
+    acl.parent.mkdir(parents=True)
+    acl.write_text("user default on nopass ~* &* +@all -role\n")
+    node = RedisNode(tmp_path / "redis", args=("--aclfile", str(acl))).start()
+    try:
+        api = make_api(tmp_path, node.url)
+        try:
+            seed(api)
+            assert api.get("/readyz").get_json()["status"] == "ready"
+            watch = api.app.extensions["sidecar"].redis_watch
+            assert watch.probe_once() and not api.app.extensions["sidecar"].redis_health.is_down
+        finally:
+            api.app.extensions["sidecar"].stop()
+    finally:
+        node.stop()

@@ -214,7 +214,10 @@ class RedisWatch:
     def probe_once(self) -> bool:
         """One probe: True when a primary answered."""
         try:
-            role = self._probe.execute_command("ROLE")
+            try:
+                role = self._probe.execute_command("ROLE")
+            except redis.exceptions.NoPermissionError:  # an ACL user without ROLE: an answer is all we learn
+                role = [b"master"] if self._probe.ping() else None
             if not role or role[0] not in (b"master", "master"):
                 self._probe.connection_pool.disconnect()
                 raise redis.ConnectionError("the server answers as a replica, not as the primary")

@@ -26,6 +26,7 @@ from sidecar.policy.bundle import PolicyBundle
 from sidecar.policy.engine import EngineCache, TenantEngine
 from sidecar.store.connection import connect
 from sidecar.store.directory import ALL_EMPLOYEES, CHANGES_STREAM, DirectoryStore
+from sidecar.store.health import describe
 
 log = structlog.get_logger("sidecar.replica")
 _NEGATIVE_CACHE_LIMIT = 10_000
@@ -106,7 +107,7 @@ class Replica:
                 if self._stop.is_set():
                     break
                 if self.connected:
-                    log.warning("change_log_disconnected", error=type(exc).__name__)
+                    log.warning("change_log_disconnected", error=describe(exc))
                 self.connected = False
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 2.0)
