@@ -97,6 +97,9 @@ class Settings:
         audit_database_url = text("SIDECAR_AUDIT_DATABASE_URL")
         if audit_database_url and not audit_database_url.startswith(("postgresql://", "postgres://")):
             raise ConfigError("SIDECAR_AUDIT_DATABASE_URL must start with postgresql:// or postgres://")
+        if not redis_url and text("SIDECAR_REDIS_MIN_REPLICAS") not in (None, "0"):
+            raise ConfigError("SIDECAR_REDIS_MIN_REPLICAS needs SIDECAR_REDIS_URL: the embedded Redis has no replicas, "
+                              "so no write could ever be acknowledged")
         return cls(
             redis_url=redis_url,
             data_dir=Path(text("SIDECAR_DATA_DIR") or "./var"),

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.app import create_app
+from sidecar.config import ConfigError, Settings
 from sidecar.errors import StoreUnavailable
 from sidecar.policy.directory import Employee
 from sidecar.store.health import CircuitOpen
@@ -210,3 +211,10 @@ def test_an_acl_user_that_may_not_run_role_is_still_seen_as_up(tmp_path: Path) -
             api.app.extensions["sidecar"].stop()
     finally:
         node.stop()
+
+
+def test_min_replicas_without_a_redis_url_is_refused_in_one_line() -> None:
+    with pytest.raises(ConfigError, match="embedded Redis has no replicas"):
+        Settings.from_env({"SIDECAR_REDIS_MIN_REPLICAS": "1"})
+    assert Settings.from_env({"SIDECAR_REDIS_MIN_REPLICAS": "1",
+                              "SIDECAR_REDIS_URL": "redis://127.0.0.1:6379/0"}).redis_min_replicas == 1

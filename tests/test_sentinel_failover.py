@@ -131,7 +131,12 @@ def test_a_demoted_primary_answering_readonly_is_a_503_not_a_500(tmp_path: Path,
         seed(writer)
         assert reader.check("e-2", "l-1", "calendar:view")["allowed"] is True
         old_port = sentinels.primary_port()
-        sentinels.sentinels[0].client().execute_command("SENTINEL", "FAILOVER", SERVICE)  # old primary: a replica
+
+        def failover() -> bool:  # the old primary becomes a replica; NOGOODSLAVE until the sentinels
+            sentinels.sentinels[0].client().execute_command("SENTINEL", "FAILOVER", SERVICE)  # trust the replica
+            return True
+
+        assert wait_until(failover, timeout_s=20, step_s=0.5, ignoring=REDIS_DOWN)
         assert wait_until(lambda: sentinels.primary_port() != old_port, timeout_s=15, ignoring=REDIS_DOWN)
         write_until_accepted(writer, reader, sentinels, restart_old=None)
         assert writer.get("/v1/employees/e-9", scope="admin").status_code == 200
