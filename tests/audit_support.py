@@ -12,7 +12,7 @@ from sidecar.store.audit_log import AuditLog
 # boss: owner chain-wide. sec: system_manager at l-1 only. chief: manager chain-wide.
 # e-1: administrator at l-1. solo: manager at l-9. idle: a member with no rights at l-1.
 SEED: list[tuple[str, dict[str, Any]]] = [
-    ("/v1/chains/ch-1", {"owner": "boss"}),
+    ("/v1/chains/ch-1", {}),
     ("/v1/locations/l-1", {"chain": "ch-1"}),
     ("/v1/locations/l-2", {"chain": "ch-1"}),
     ("/v1/locations/l-9", {"chain": None}),
@@ -23,6 +23,7 @@ SEED: list[tuple[str, dict[str, Any]]] = [
     ("/v1/employees/solo", {"active": True}),
     ("/v1/employees/idle", {"active": True}),
     ("/v1/chains/ch-1/employees/boss", {"roles": ["owner"]}),
+    ("/v1/chains/ch-1", {"owner": "boss"}),  # a designated owner is a member first
     ("/v1/chains/ch-1/employees/chief", {"roles": ["manager"]}),
     ("/v1/locations/l-1/employees/sec", {"roles": ["system_manager"]}),
     ("/v1/locations/l-1/employees/e-1", {"roles": ["administrator"]}),

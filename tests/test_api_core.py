@@ -14,13 +14,14 @@ CHECK_BODY = {"employee": "e-1", "location": "l-1", "resource": "calendar", "act
 
 def seed(api) -> str:
     for path, body in [
-        ("/v1/chains/ch-1", {"owner": "boss"}),
+        ("/v1/chains/ch-1", {}),
         ("/v1/locations/l-1", {"chain": "ch-1"}),
         ("/v1/locations/l-2", {"chain": "ch-1"}),
         ("/v1/employees/boss", {"active": True}),
         ("/v1/employees/e-1", {"active": True, "email": "e1@example.test"}),
         ("/v1/employees/e-2", {"active": True}),
         ("/v1/chains/ch-1/employees/boss", {"roles": ["owner"]}),
+        ("/v1/chains/ch-1", {"owner": "boss"}),  # a designated owner is a member first
         ("/v1/locations/l-1/employees/e-1", {"roles": ["administrator"], "deny": ["payment:process"]}),
     ]:
         response = api.put(path, body)

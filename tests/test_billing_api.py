@@ -17,11 +17,12 @@ SEATS = "/v1/billing/seats"
 def build(api: Any) -> str:
     """Chain ch-1 (l-1, l-2) as in DOMAIN.md's worked examples; answers the last revision."""
     writes = [
-        ("/v1/chains/ch-1", {"owner": "boss"}),
+        ("/v1/chains/ch-1", {}),
         ("/v1/locations/l-1", {"chain": "ch-1"}),
         ("/v1/locations/l-2", {"chain": "ch-1"}),
         *[(f"/v1/employees/{e}", {"active": True}) for e in ("boss", "admin", "cc", "acct", "mkt", "stylist")],
         ("/v1/chains/ch-1/employees/boss", {"roles": ["owner"]}),
+        ("/v1/chains/ch-1", {"owner": "boss"}),  # a designated owner is a member first
         ("/v1/chains/ch-1/employees/cc", {"roles": ["call_center"]}),
         ("/v1/locations/l-1/employees/admin", {"roles": ["administrator"]}),
         ("/v1/locations/l-2/employees/admin", {"roles": ["administrator"]}),
@@ -259,3 +260,45 @@ def test_a_write_whose_recording_was_lost_is_recorded_at_the_next_read(api: Any,
     body = history(api, "chain=ch-1")
     assert body["changes"][-1] == {"time": body["changes"][-1]["time"], "paid_seats": 5, "employee": "mkt",
                                    "paid": True, "revision": lost.revision}
+
+
+# -- the designated owner (issue 14) -----------------------------------------------------------
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/chains/ch-1", {"owner": "ghost"}),           # no such employee
+    ("/v1/chains/ch-1", {"owner": "outsider"}),        # an employee of no location of the chain
+    ("/v1/locations/l-2", {"chain": "ch-1", "owner": "mkt"}),  # a member of l-1, not of l-2
+    ("/v1/locations/l-3", {"chain": "ch-1", "owner": "mkt"}),  # a new location has no own members
+])
+def test_designating_a_non_member_of_the_scope_is_400(api: Any, path: str, body: dict[str, Any]) -> None:
+    build(api)
+    api.put("/v1/employees/outsider", {"active": True})
+    before = api.get(path, scope="admin").get_json()
+    response = api.put(path, body)
+    assert response.status_code == 400 and response.get_json()["error"]["field"] == "owner"
+    assert api.get(path, scope="admin").get_json() == before
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/chains/ch-1", {"owner": "mkt"}),                     # a member at one location is in the chain
+    ("/v1/locations/l-2", {"chain": "ch-1", "owner": "acct"}),
+    ("/v1/locations/l-2", {"chain": "ch-1", "owner": "cc"}),   # chain-wide members are members of l-2
+    ("/v1/locations/l-3", {"chain": "ch-1", "owner": "boss"}),  # ... also of a new location
+])
+def test_designating_a_member_of_the_scope_is_accepted(api: Any, path: str, body: dict[str, Any]) -> None:
+    build(api)
+    assert api.put(path, body).status_code == 200
+
+
+def test_chain_and_location_answers_agree_about_the_chain_owner(api: Any) -> None:
+    build(api)
+    for query in ("chain=ch-1", "location=l-1", "location=l-2"):
+        verdict = {e["employee"]: e for e in seats(api, query)["employees"]}["boss"]
+        assert (verdict["paid"], verdict["reasons"]) == (False, ["owner_exempt"]), query
+
+
+def test_a_designated_administrator_is_paid(api: Any) -> None:
+    build(api)
+    assert api.put("/v1/chains/ch-1", {"owner": "admin"}).status_code == 200
+    employees = {e["employee"]: e for e in seats(api, "chain=ch-1")["employees"]}
+    assert employees["admin"]["paid"] is True
+    assert employees["boss"]["paid"] is True  # the designated owner decides; boss is a further owner

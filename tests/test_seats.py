@@ -103,9 +103,19 @@ def test_a_location_counts_its_members_and_the_chain_wide_ones(scope: Scope, pai
     ("an owner who provides services is paid",
      directory(chain_members=[BOSS], members=[{"location": "l-1", "employee": "boss", "roles": [],
                                                "provides_services": True}]), {"boss": True}),
-    ("a designated owner without the owner role is still exempt (DOMAIN.md)",
+    ("a designated administrator is billed like anyone (issue 14)",
      directory(owner="admin", chain_members=[], members=[{"location": "l-1", "employee": "admin",
-                                                          "roles": ["administrator"]}]), {"admin": False}),
+                                                          "roles": ["administrator"]}]), {"admin": True}),
+    ("a designated administrator beside the only owner: nobody is exempt (designated wins)",
+     directory(owner="admin", chain_members=[BOSS], members=[{"location": "l-1", "employee": "admin",
+                                                              "roles": ["administrator"]}]),
+     {"admin": True, "boss": True}),
+    ("two owners, one providing services, none designated: the other is the only such holder",
+     directory(owner=None, chain_members=[BOSS, {"employee": "co", "roles": ["owner"]}],
+               members=[{"location": "l-1", "employee": "co", "roles": [], "provides_services": True}]),
+     {"boss": False, "co": True}),
+    ("an inactive designated owner is not exempt (and is free as inactive)",
+     directory(owner="boss", chain_members=[BOSS], inactive=("boss",)), {"boss": False}),
     ("an inactive owner does not count as the second owner",
      directory(owner=None, chain_members=[BOSS, {"employee": "old", "roles": ["owner"]}], inactive=("old",)),
      {"boss": False, "old": False}),
@@ -126,6 +136,44 @@ def test_a_location_counts_its_members_and_the_chain_wide_ones(scope: Scope, pai
 ])
 def test_owner_exemption_in_the_chain(case: str, engine: TenantEngine, expected: dict[str, bool]) -> None:
     assert {e: seat(engine, CHAIN, e)[0] for e in expected} == expected, case  # type: ignore[index]
+
+
+def test_a_designated_administrator_is_paid_for_their_rights() -> None:
+    engine = directory(owner="admin", chain_members=[], members=[
+        {"location": "l-1", "employee": "admin", "roles": ["administrator"]}])
+    assert seat(engine, CHAIN, "admin") == (True, ["right:appointment:create", "right:deposit:topup",
+                                                   "right:payment:process"])
+    assert seat(engine, L1, "admin") == seat(engine, CHAIN, "admin")
+
+
+@pytest.mark.parametrize("scope", [CHAIN, L1, L2, L3])
+def test_the_chain_owner_is_exempt_at_each_location_of_the_chain(scope: Scope) -> None:
+    """The chain's designated owner is the designated owner of every location without its own."""
+    assert seat(WORKED, scope, "boss") == (False, ["owner_exempt"])
+
+
+def test_a_location_with_its_own_owner_inside_a_chain() -> None:
+    engine = directory(owner="boss", location_owner="lo", chain_members=[BOSS],
+                       members=[{"location": "l-1", "employee": "lo", "roles": ["owner"]}])
+    assert seat(engine, L1, "lo") == (False, ["owner_exempt"])
+    assert seat(engine, L1, "boss")[0] is True  # type: ignore[index]  # not the designated owner of l-1
+    assert seat(engine, L2, "boss") == (False, ["owner_exempt"])  # l-2 has none: the chain's
+    assert seat(engine, CHAIN, "boss") == (False, ["owner_exempt"])
+    assert seat(engine, CHAIN, "lo")[0] is True  # type: ignore[index]  # owner at l-1 only is not the chain's
+
+
+def test_a_designated_location_owner_without_the_template_exempts_nobody_there() -> None:
+    engine = directory(owner="boss", location_owner="adm", chain_members=[BOSS],
+                       members=[{"location": "l-1", "employee": "adm", "roles": ["administrator"]}])
+    assert seat(engine, L1, "adm")[0] is True  # type: ignore[index]
+    assert seat(engine, L1, "boss")[0] is True  # type: ignore[index]  # the chain's owner is not l-1's
+
+
+def test_an_owner_at_some_locations_only_does_not_hold_owner_in_the_chain() -> None:
+    engine = directory(owner="a", members=[{"location": "l-1", "employee": "a", "roles": ["owner"]},
+                                           {"location": "l-2", "employee": "a", "roles": ["owner"]}])
+    assert seat(engine, CHAIN, "a")[0] is True  # type: ignore[index]
+    assert seat(engine, L1, "a") == (False, ["owner_exempt"])  # l-1 has no owner of its own: the chain's
 
 
 def test_the_exempt_owner_has_only_the_owner_exempt_reason() -> None:

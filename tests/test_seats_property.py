@@ -79,14 +79,24 @@ def recount(spec: dict[str, Any], scope: Scope, rule: str) -> dict[str, tuple[bo
     chain_wide = {m["employee"]: m for m in spec["chain_memberships"]}
     at = {(m["employee"], m["location"]): m for m in spec["memberships"]}
     members = {e for e in PEOPLE if e in chain_wide or any((e, loc) in at for loc in in_scope)}
-    holders = {e for e in members if e in active and (
-        OWNER_ROLES & set(chain_wide.get(e, {}).get("roles", ()))
-        or any(OWNER_ROLES & set(at.get((e, loc), {}).get("roles", ())) for loc in in_scope))}
+    serving = {e for e in members if any(at.get((e, loc), {}).get("provides_services", False) for loc in in_scope)}
+
+    def qualifies(e: str) -> bool:  # active, owner template at every location of the scope, no services
+        owner_everywhere = bool(OWNER_ROLES & set(chain_wide.get(e, {}).get("roles", ()))) or all(
+            OWNER_ROLES & set(at.get((e, loc), {}).get("roles", ())) for loc in in_scope)
+        return e in active and owner_everywhere and e not in serving
+
+    chain_owner = spec["chains"][0]["owner"]
     if scope.kind == "chain":
-        designated = spec["chains"][0]["owner"]
+        designated = chain_owner
     else:
-        designated = next(loc["owner"] for loc in spec["locations"] if loc["id"] == scope.id)
-    exempt = designated if designated is not None else (next(iter(holders)) if len(holders) == 1 else None)
+        own = next(loc["owner"] for loc in spec["locations"] if loc["id"] == scope.id)
+        designated = own if own is not None else chain_owner
+    if designated is not None:
+        exempt = designated if designated in members and qualifies(designated) else None
+    else:
+        holders = [e for e in members if qualifies(e)]
+        exempt = holders[0] if len(holders) == 1 else None
     answer = {}
     for e in members:
         if e not in active:
@@ -95,7 +105,7 @@ def recount(spec: dict[str, Any], scope: Scope, rule: str) -> dict[str, tuple[bo
         where = [loc for loc in in_scope if e in chain_wide or (e, loc) in at]
         serves = any(at.get((e, loc), {}).get("provides_services", False) for loc in where)
         held = [r for r in billable if any(enforcer.enforce(e, loc, *r.split(":", 1)) for loc in where)]
-        if e == exempt and not serves:
+        if e == exempt:
             answer[e] = (False, ("owner_exempt",))
             continue
         reasons = (("provides_services",) if serves else ()) + tuple(f"right:{r}" for r in held)

@@ -9,7 +9,8 @@ others accept too:
 * a custom role does not take a template's name, names only known rights, inherits only roles
   that exist in its scope, and never inherits itself (at any depth); a location's role belongs
   to a location of the tenant;
-* a custom role is removed only once no membership and no other custom role refers to it.
+* a custom role is removed only once no membership and no other custom role refers to it;
+* a designated owner (of a chain or a location) is a member of that scope (issue 14).
 
 Pure: imports ``sidecar.errors`` and ``sidecar.policy`` only.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sidecar.errors import Conflict, NotFound, UnknownRight, UnknownRole
+from sidecar.errors import BadRequest, Conflict, NotFound, UnknownRight, UnknownRole
 from sidecar.policy.bundle import PolicyBundle
 from sidecar.policy.directory import CHAIN_SCOPE, CustomRole, Membership, TenantDirectory
 
@@ -95,3 +96,15 @@ def _check_no_cycle(directory: TenantDirectory, role: CustomRole, templates: set
             if found not in seen:
                 seen.add(found)
                 stack.append(found)
+
+
+def check_designated_owner(directory: TenantDirectory, owner: str | None, location: str | None = None) -> None:
+    """A designated owner must be a member of the scope: of the location (its own membership or a
+    chain-wide one), or of the chain (anywhere in it). 400 otherwise: billing exempts only them."""
+    if owner is None:
+        return
+    member = directory.is_member(owner, location) if location is not None else owner in directory.members()
+    if not member:
+        chain = directory.chain.id if directory.chain else directory.tenant
+        where = f"location {location}" if location is not None else f"chain {chain}"
+        raise BadRequest(f"owner {owner} is not a member of {where}; add the membership first", field="owner")

@@ -11,14 +11,17 @@ they are active and
 Effective rights are the engine's (``TenantEngine.rights``): inheritance, chain-wide
 memberships, custom roles, allow overrides, deny wins. Never role names.
 
-Everyone else is free: ``inactive``, or ``no_billable_rights``. One exemption, ``owner_exempt``:
-the scope's designated owner (``Location.owner`` for a location scope, ``Chain.owner`` for a
-chain scope) or, when none is designated, the only active member holding the ``owner`` role in
-the scope, is free unless they provide services. "Holding owner" means an assignment in a
-membership of the scope of the ``owner`` template, directly or through a custom role that
-inherits it (at any depth): a custom role that inherits owner grants exactly what owner grants,
-so it is an owner's assignment under another name. Two such holders and nobody designated: no
-one is exempt, and both are paid.
+Everyone else is free: ``inactive``, or ``no_billable_rights``. One exemption, ``owner_exempt``
+(issue 14). The **designated owner** of a location is the location's own (``Location.owner``),
+else its chain's (``Chain.owner``); of a chain, the chain's. The designated owner is exempt only
+if they *hold the owner template in the scope*, are active and provide no services there. With
+nobody designated, the only member who meets those three conditions is exempt (two: nobody).
+A designated owner who does not hold the template (an administrator, say) is billed like anyone.
+"Holding the owner template in the scope" means that at every location of the scope an
+assignment of ``owner`` applies (a membership there or a chain-wide one), directly or through a
+custom role inheriting it at any depth: such a role grants exactly what owner grants, so it is
+an owner's assignment under another name. Owner at one location of a chain is not full rights
+in the chain.
 
 A chain counts each person once. A location counts everyone who is a member there, chain-wide
 members included. Previews of changes are :mod:`sidecar.policy.seat_preview`.
@@ -125,13 +128,11 @@ class SeatCounter:
             if scope.id not in d.locations:
                 raise NotFound(f"location {scope.id} is not in tenant {d.tenant}", location=scope.id)
             members = set(self._members_at.get(scope.id, ())) | set(d.chain_memberships)
-            designated = d.locations[scope.id].owner
         else:
             if d.chain is None or d.chain.id != scope.id:
                 raise NotFound(f"chain {scope.id} is not tenant {d.tenant}", chain=scope.id)
             members = d.members()
-            designated = d.chain.owner
-        exempt = designated if designated is not None else self._only_owner(scope, members)
+        exempt = self._exempt_owner(scope, members)
         seats = tuple(self._seat(employee, scope, exempt) for employee in sorted(members))
         return Seats(scope, d.revision, self.rule, seats)
 
@@ -146,42 +147,61 @@ class SeatCounter:
             return sorted(self.directory.locations)
         return self._locations_of.get(employee, [])
 
+    def _serves(self, employee: str, scope: Scope) -> bool:
+        memberships = self.directory.memberships
+        return any(m is not None and m.provides_services
+                   for m in (memberships.get((employee, loc)) for loc in self._locations(employee, scope)))
+
     def _seat(self, employee: str, scope: Scope, exempt: str | None) -> Seat:
-        d = self.directory
-        person = d.employees.get(employee)
+        person = self.directory.employees.get(employee)
         if person is None or not person.active:
             return Seat(employee, False, ("inactive",))
-        locations = self._locations(employee, scope)
-        serves = any(m is not None and m.provides_services
-                     for m in (d.memberships.get((employee, loc)) for loc in locations))
-        held: set[str] = set()
-        for location in locations:
-            held |= self.engine.rights(employee, location) & self.billable
-        if employee == exempt and not serves:
+        if employee == exempt:
             return Seat(employee, False, ("owner_exempt",))
-        reasons = (("provides_services",) if serves else ()) + tuple(f"right:{r}" for r in sorted(held))
+        held: set[str] = set()
+        for location in self._locations(employee, scope):
+            held |= self.engine.rights(employee, location) & self.billable
+        reasons = (("provides_services",) if self._serves(employee, scope) else ()) + tuple(
+            f"right:{r}" for r in sorted(held))
         return Seat(employee, True, reasons) if reasons else Seat(employee, False, ("no_billable_rights",))
 
     # -- the owner exemption -----------------------------------------------------------------
-    def _only_owner(self, scope: Scope, members: Iterable[str]) -> str | None:
+    def designated_owner(self, scope: Scope) -> str | None:
+        """The location's own designated owner, else its chain's; a chain's own."""
         d = self.directory
-        holders = []
-        for employee in members:
-            person = d.employees.get(employee)
-            if person is None or not person.active:
-                continue
-            assignments = [(d.chain_memberships.get(employee), CHAIN_SCOPE)]
-            assignments += [(d.memberships.get((employee, loc)), loc) for loc in self._own_locations(employee, scope)]
-            if any(m is not None and any(self._grants_owner(role, where) for role in m.roles)
-                   for m, where in assignments):
-                holders.append(employee)
-        return holders[0] if len(holders) == 1 else None
-
-    def _own_locations(self, employee: str, scope: Scope) -> list[str]:
-        """Locations of the scope where the employee has a membership of their own."""
+        chain_owner = d.chain.owner if d.chain is not None and d.tenant.startswith("c:") else None
         if scope.kind == "location":
-            return [scope.id] if (employee, scope.id) in self.directory.memberships else []
-        return self._locations_of.get(employee, [])
+            location = d.locations.get(scope.id)
+            own = location.owner if location is not None else None
+            return own if own is not None else chain_owner
+        return chain_owner
+
+    def _exempt_owner(self, scope: Scope, members: Iterable[str]) -> str | None:
+        designated = self.designated_owner(scope)
+        if designated is not None:
+            return designated if self._qualifies(designated, scope) else None
+        qualified = [employee for employee in members if self._qualifies(employee, scope)]
+        return qualified[0] if len(qualified) == 1 else None
+
+    def _qualifies(self, employee: str, scope: Scope) -> bool:
+        """Active, holding the owner template at every location of the scope, providing no services there."""
+        person = self.directory.employees.get(employee)
+        return (person is not None and person.active and self.holds_owner(employee, scope)
+                and not self._serves(employee, scope))
+
+    def holds_owner(self, employee: str, scope: Scope) -> bool:
+        d = self.directory
+        chain_wide = d.chain_memberships.get(employee)
+        if chain_wide is not None and any(self._grants_owner(role, CHAIN_SCOPE) for role in chain_wide.roles):
+            return True
+        locations = [scope.id] if scope.kind == "location" else sorted(d.locations)
+        if not locations:
+            return False
+        for location in locations:
+            own = d.memberships.get((employee, location))
+            if own is None or not any(self._grants_owner(role, location) for role in own.roles):
+                return False
+        return True
 
     def _grants_owner(self, role: str, where: str, trail: frozenset[tuple[str, str]] = frozenset()) -> bool:
         """Does this role, as resolved at ``where``, assign the owner template (through inheritance too)?"""

@@ -39,7 +39,7 @@ from sidecar.policy.directory import (
     Membership,
     TenantDirectory,
 )
-from sidecar.policy.rules import check_role_unused, validate_custom_role, validate_membership
+from sidecar.policy.rules import check_designated_owner, check_role_unused, validate_custom_role, validate_membership
 from sidecar.policy.tenant import NO_TENANT, Tenant
 from sidecar.store.connection import translated_errors
 from sidecar.store.replication import acknowledged
@@ -366,9 +366,11 @@ class DirectoryStore:
 
         def prepare(pipe: Any) -> _Write:
             before = self._get(pipe, chain_key(chain.id))
-            if guard:
+            if guard or chain.owner is not None:
                 current = self.load_tenant(tenant, pipe)
-                guard(current, current)
+                check_designated_owner(current, chain.owner)
+                if guard:
+                    guard(current, current)
             write = _Write(before, chain_record(chain))
             write.set(chain_key(chain.id), chain_record(chain))
             write.touch(tenant)
@@ -385,9 +387,12 @@ class DirectoryStore:
             old = _location(location.id, before) if before else None
             if old is not None:
                 pipe.watch(rev_key(old.tenant))  # a membership written there meanwhile must move too
-            if guard:
+            if guard or location.owner is not None:
                 current = self.load_tenant(old.tenant if old else new_tenant, pipe)
-                guard(current, self._located(pipe, current, location, old))
+                located = self._located(pipe, current, location, old)
+                check_designated_owner(located, location.owner, location.id)
+                if guard:
+                    guard(current, located)
             write = _Write(before, location_record(location))
             write.set(loc_key(location.id), location_record(location))
             if location.chain and self._get(pipe, chain_key(location.chain)) is None:
