@@ -1,4 +1,5 @@
-"""The ``sidecar`` command: serve, token create, check, policy test, import, audit verify|archive, seats.
+"""The ``sidecar`` command: serve, token create, check, policy test, import, audit verify|archive, seats,
+migrate legacy-users.
 
 Every command reads the same ``SIDECAR_*`` settings as the server; a bad value is named in a
 one-line error and exit status 2, never a traceback. Commands that need Redis build the same
@@ -18,13 +19,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sidecar import logs
+from sidecar.api.migration import after_migration
 from sidecar.audit.archiver import verify_still
+from sidecar.billing_migration import LegacyMigration, read_lines
 from sidecar.config import ConfigError, Settings
-from sidecar.errors import SidecarError
+from sidecar.errors import BadRequest, SidecarError
 from sidecar.policy.bundle import load_bundle
 from sidecar.policy.directory import check_id
 from sidecar.policy.files import PolicyFileError
-from sidecar.policy.seats import Scope, Seats, count_seats
+from sidecar.policy.seat_transition import render_transition, transition
+from sidecar.policy.seats import Scope, SeatCounter, Seats, count_seats
 from sidecar.policy.suites import run_suites
 from sidecar.policy.tenant import Tenant
 from sidecar.runtime import Runtime
@@ -94,6 +98,14 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--location")
     seats.add_argument("--rule", choices=("announced", "writes"), help="default: $SIDECAR_BILLING_RULE")
     seats.add_argument("--explain", action="store_true", help="add each employee's reasons")
+    seats.add_argument("--transition", action="store_true",
+                       help="paid under the legacy terms (services only) and now, with reasons")
+
+    migrate = commands.add_parser("migrate", help="move legacy users to employees with roles")
+    migrate_commands = migrate.add_subparsers(dest="migrate_command", required=True, metavar="WHAT")
+    legacy = migrate_commands.add_parser("legacy-users", help="JSON Lines of legacy users; a dry run unless --apply")
+    legacy.add_argument("file")
+    legacy.add_argument("--apply", action="store_true", help="write each tenant (audited, actor migration)")
     return parser
 
 
@@ -136,6 +148,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _audit_verify(args, settings)
     if args.command == "seats":
         return _seats(args, settings)
+    if args.command == "migrate":
+        return _migrate(args, settings)
     raise AssertionError(args.command)
 
 
@@ -251,7 +265,11 @@ def _seats(args: argparse.Namespace, settings: Settings) -> int:
         if engine is None:
             print(f"sidecar: {scope.kind} {scope.id} does not exist", file=sys.stderr)
             return 1
-        print(render_table(count_seats(engine, scope, args.rule or settings.billing_rule), explain=args.explain))
+        rule = args.rule or settings.billing_rule
+        if args.transition:
+            print(render_transition(transition(SeatCounter(engine, rule), scope)))
+        else:
+            print(render_table(count_seats(engine, scope, rule), explain=args.explain))
     return 0
 
 
@@ -265,3 +283,23 @@ def render_table(seats: Seats, *, explain: bool = False) -> str:
     lines.append(f"{seats.scope.kind} {seats.scope.id}: {seats.paid_seats} paid, {seats.free_seats} free "
                  f"(rule {seats.rule}, revision {seats.revision})")
     return "\n".join(lines)
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the migration's answer (the API's JSON); exit 1 naming a bad line, nothing written."""
+    with _runtime(settings, redis_timeout_s=30) as runtime:
+        migration = LegacyMigration(runtime.directory, runtime.bundle, settings.billing_rule)
+        try:
+            with open(args.file, encoding="utf-8") as lines:
+                users = migration.parse(read_lines(lines))
+            result = migration.run(users, apply=args.apply, on_applied=lambda write: after_migration(
+                write, auditor=runtime.auditor, history=runtime.seat_history, store=runtime.directory,
+                bundle=runtime.bundle, rule=settings.billing_rule))
+        except OSError as exc:
+            print(f"sidecar: {args.file}: {exc.strerror}", file=sys.stderr)
+            return 2
+        except BadRequest as exc:  # found before anything is written
+            print(f"sidecar: {args.file}: {exc.message}; nothing was written", file=sys.stderr)
+            return 1
+    print(json.dumps(result.to_json()))
+    return 0

@@ -28,7 +28,7 @@ LEAVES = {"sidecar.errors", "sidecar.config", "sidecar.logs", "sidecar.metrics"}
 LAYERS = [  # left to right; a module belongs to the first entry its name starts with
     ("policy", ("sidecar.policy",)),
     ("store", ("sidecar.store", "sidecar.tokens")),
-    ("features", ("sidecar.audit", "sidecar.mfa", "sidecar.billing",
+    ("features", ("sidecar.audit", "sidecar.mfa", "sidecar.billing", "sidecar.billing_migration",
                   "sidecar.forward_auth")),
     ("runtime", ("sidecar.runtime",)),
     ("api", ("sidecar.api", "sidecar.openapi")),

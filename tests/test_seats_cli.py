@@ -50,3 +50,13 @@ def test_an_unknown_scope_exits_1(api: Any, cli_env: None, capsys: pytest.Captur
     build(api)
     assert main(["seats", *argv]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_sidecar_seats_transition(api: Any, cli_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+    build(api)
+    capsys.readouterr()
+    assert main(["seats", "--chain", "ch-1", "--transition"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["employee", "legacy", "now", "reasons"]
+    assert lines[1].split() == ["acct", "free", "paid", "right:payment:process"]
+    assert lines[-1].startswith("chain ch-1: 1 paid under the legacy terms, 4 now (rule announced")

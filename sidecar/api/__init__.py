@@ -16,7 +16,7 @@ import structlog
 from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from sidecar.api import audit_events, billing, directory, forward_auth, health, mfa, rights, security
+from sidecar.api import audit_events, billing, directory, forward_auth, health, mfa, migration, rights, security
 from sidecar.api.context import attach, current_runtime
 from sidecar.api.edge import (
     INTERNAL_ERROR,
@@ -51,7 +51,8 @@ def register(app: Flask, runtime: Runtime) -> None:
         directory.bp,                                    # employees, chains, locations, memberships, roles
         audit_events.bp,                                 # POST /v1/audit/events
         security.bp,                                     # the Security section (security-events)
-        billing.bp,                                      # seats, preview, history
+        billing.bp,                                      # seats, preview, history, transition
+        migration.bp,                                    # legacy users to employees with roles
         mfa.bp,                                          # two-step challenges, devices
         forward_auth.blueprint(app, runtime.settings),   # /v1/forward-auth (prefix from settings)
     ):

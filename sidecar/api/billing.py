@@ -1,6 +1,6 @@
 """Billing (scope ``billing``): paid seats now, a preview of changes, and their history.
 
-Routes: ``GET /v1/billing/seats``, ``POST /v1/billing/seats/preview``,
+Routes: ``GET /v1/billing/seats``, ``GET /v1/billing/seats/transition``, ``POST /v1/billing/seats/preview``,
 ``GET /v1/billing/seats/history``; each takes exactly one of ``chain`` / ``location``.
 
 The seat history is written by :class:`sidecar.billing.SeatRecorder` after each write; a
@@ -23,7 +23,8 @@ from sidecar.errors import BadRequest, NotFound
 from sidecar.policy.directory import Membership, check_id
 from sidecar.policy.engine import TenantEngine
 from sidecar.policy.seat_preview import MAX_CHANGES, MembershipChange, preview
-from sidecar.policy.seats import Scope, check_rule, count_seats
+from sidecar.policy.seat_transition import transition
+from sidecar.policy.seats import Scope, SeatCounter, check_rule, count_seats
 from sidecar.policy.tenant import Tenant
 from sidecar.policy.times import now_rfc3339, parse_rfc3339, rfc3339
 from sidecar.runtime import Runtime
@@ -99,6 +100,16 @@ def seats() -> Any:
     scope = _scope(request.args)
     rule = _rule(runtime)
     return reply(count_seats(_engine(runtime, scope), scope, rule).to_json(now_rfc3339()))
+
+
+@bp.get("/v1/billing/seats/transition")
+@require_scope("billing")
+def seats_transition() -> Any:
+    """Paid under the legacy terms (services only) and now, for every member (issue 14)."""
+    runtime = current_runtime()
+    scope = _scope(request.args)
+    rule = _rule(runtime)
+    return reply(transition(SeatCounter(_engine(runtime, scope), rule), scope).to_json())
 
 
 @bp.post("/v1/billing/seats/preview")

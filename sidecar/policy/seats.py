@@ -147,7 +147,8 @@ class SeatCounter:
             return sorted(self.directory.locations)
         return self._locations_of.get(employee, [])
 
-    def _serves(self, employee: str, scope: Scope) -> bool:
+    def provides_services(self, employee: str, scope: Scope) -> bool:
+        """Does the employee provide services at some location of the scope?"""
         memberships = self.directory.memberships
         return any(m is not None and m.provides_services
                    for m in (memberships.get((employee, loc)) for loc in self._locations(employee, scope)))
@@ -161,7 +162,7 @@ class SeatCounter:
         held: set[str] = set()
         for location in self._locations(employee, scope):
             held |= self.engine.rights(employee, location) & self.billable
-        reasons = (("provides_services",) if self._serves(employee, scope) else ()) + tuple(
+        reasons = (("provides_services",) if self.provides_services(employee, scope) else ()) + tuple(
             f"right:{r}" for r in sorted(held))
         return Seat(employee, True, reasons) if reasons else Seat(employee, False, ("no_billable_rights",))
 
@@ -169,7 +170,7 @@ class SeatCounter:
     def designated_owner(self, scope: Scope) -> str | None:
         """The location's own designated owner, else its chain's; a chain's own."""
         d = self.directory
-        chain_owner = d.chain.owner if d.chain is not None and d.tenant.startswith("c:") else None
+        chain_owner = d.chain.owner if d.chain is not None and d.tenant.is_chain else None
         if scope.kind == "location":
             location = d.locations.get(scope.id)
             own = location.owner if location is not None else None
@@ -187,7 +188,7 @@ class SeatCounter:
         """Active, holding the owner template at every location of the scope, providing no services there."""
         person = self.directory.employees.get(employee)
         return (person is not None and person.active and self.holds_owner(employee, scope)
-                and not self._serves(employee, scope))
+                and not self.provides_services(employee, scope))
 
     def holds_owner(self, employee: str, scope: Scope) -> bool:
         d = self.directory

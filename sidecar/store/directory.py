@@ -39,6 +39,7 @@ from sidecar.policy.directory import (
     Membership,
     TenantDirectory,
 )
+from sidecar.policy.migration import PlannedEmployee, apply_plan, scope_of
 from sidecar.policy.rules import check_designated_owner, check_role_unused, validate_custom_role, validate_membership
 from sidecar.policy.tenant import NO_TENANT, Tenant
 from sidecar.store.connection import translated_errors
@@ -67,6 +68,27 @@ return id
 
 # A guard sees the tenant before and after the write and raises to refuse it (escalation).
 Guard = Callable[[TenantDirectory, TenantDirectory], None]
+
+
+class _Unchanged(Exception):
+    """A write that would change nothing (a migration re-run): nothing is written."""
+
+
+@dataclass(frozen=True)
+class MigratedChange:
+    kind: str  # employee | membership | chain_membership
+    subject: dict[str, str]
+    before: dict[str, Any] | None
+    after: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MigratedTenant:
+    """One tenant's migration write: its revision (None: nothing differed) and what changed."""
+
+    tenant: str
+    revision: str | None
+    changes: list[MigratedChange]
 
 
 @dataclass(frozen=True)
@@ -525,6 +547,55 @@ class DirectoryStore:
             return write
 
         return self._run([rev_key(tenant)], prepare, "role", f"{tenant}/{scope}/{role.name}")
+
+    def put_migrated(self, tenant: str, people: list[PlannedEmployee]) -> MigratedTenant:
+        """Set the planned employees and memberships of one tenant in one atomic write.
+
+        Validated as the API validates memberships (``policy.rules``); only what differs from the
+        stored directory is written (so a re-run writes nothing and answers ``revision`` None).
+        Memberships the plan does not name are left as they are.
+        """
+        ids = sorted({p.employee.id for p in people})
+        changes: list[MigratedChange] = []
+
+        def prepare(pipe: Any) -> _Write:
+            changes.clear()  # a retry after a concurrent write starts over
+            current = self.load_tenant(tenant, pipe)
+            desired = apply_plan(current, people)
+            stored = dict(zip(ids, pipe.mget([emp_key(e) for e in ids]), strict=True)) if ids else {}
+            write = _Write()
+            for person in people:
+                e = person.employee
+                after_person = employee_record(e)
+                before_person = _loads(stored.get(e.id))
+                if before_person != after_person:
+                    write.set(emp_key(e.id), after_person)
+                    changes.append(MigratedChange("employee", {"employee": e.id}, before_person, after_person))
+                for m in person.memberships:
+                    scope = scope_of(m)
+                    validate_membership(desired, m.membership, scope, self._bundle())
+                    if m.chain_wide:
+                        old = current.chain_memberships.get(e.id)
+                        subject = {"chain": m.where, "employee": e.id}
+                    else:
+                        old = current.memberships.get((e.id, m.where))
+                        subject = {"location": m.where, "employee": e.id}
+                    if old != m.membership:
+                        after = membership_record(m.membership, scope)
+                        write.hset(tenant_key(tenant), membership_field(scope, e.id), after)
+                        write.sadd(tenants_key(e.id), tenant)
+                        changes.append(MigratedChange("chain_membership" if m.chain_wide else "membership", subject,
+                                                      membership_record(old, scope) if old else None, after))
+            if not write.ops:
+                raise _Unchanged
+            write.touch(tenant)
+            return write
+
+        try:
+            result = self._run([rev_key(tenant), *(emp_key(e) for e in ids)], prepare, "migration", tenant)
+        except _Unchanged:
+            return MigratedTenant(tenant, None, [])
+        return MigratedTenant(tenant, result.revision, list(changes))
 
     # -- deletes ----------------------------------------------------------------------------
     def delete_employee(self, employee: str, guard: Guard | None = None) -> WriteResult:
