@@ -53,7 +53,7 @@ class MigrationResult:
     def to_json(self) -> dict[str, Any]:
         return {"applied": self.applied, "employees": [e.to_json() for e in self.employees],
                 "seats": [s.to_json() for s in self.seats],
-                "revisions": {w.tenant: w.revision for w in self.writes if w.revision is not None}}
+                "revisions": {str(w.tenant): w.revision for w in self.writes if w.revision is not None}}
 
 
 def read_lines(lines: Iterable[str]) -> Iterator[tuple[int, object]]:
