@@ -18,7 +18,7 @@ from sidecar.policy.directory import Employee
 from sidecar.policy.engine import TenantEngine
 from sidecar.policy.migration import LegacyMembership, LegacyUser, legacy_rights_at
 from tests.conftest import POLICY_DIR
-from tests.test_audit_helpers import read_log
+from tests.audit_support import read_log
 
 MIGRATE = "/v1/migrations/legacy-users"
 

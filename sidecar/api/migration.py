@@ -1,7 +1,7 @@
 """Migration of legacy users (scope ``admin``): ``POST /v1/migrations/legacy-users`` (issue 14).
 
 Body ``{"users": [legacy user, ...], "apply": false}``; answers ``{"applied", "employees",
-"seats", "revisions"}`` (see ``sidecar.migration``). A dry run by default. With ``"apply": true``
+"seats", "revisions"}`` (see ``sidecar.billing_migration``). A dry run by default. With ``"apply": true``
 each tenant is written atomically; every membership and employee it changed is audited
 (category ``access``, actor ``migration``) and the tenant's seats are recorded, as after any
 directory write. ``after_migration`` does that wiring for the route and for ``sidecar migrate``.
