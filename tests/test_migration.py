@@ -17,8 +17,8 @@ from sidecar.cli import main
 from sidecar.policy.directory import Employee
 from sidecar.policy.engine import TenantEngine
 from sidecar.policy.migration import LegacyMembership, LegacyUser, legacy_rights_at
-from tests.conftest import POLICY_DIR
 from tests.audit_support import read_log
+from tests.conftest import POLICY_DIR
 
 MIGRATE = "/v1/migrations/legacy-users"
 
