@@ -34,8 +34,9 @@ from sidecar.policy.tenant import Tenant
 from sidecar.runtime import Runtime
 from sidecar.server import ServeOptions, serve
 from sidecar.startup import bootstrap_token, redis_refusal
-from sidecar.store.connection import resolve_redis
+from sidecar.store.connection import running_redis_url
 from sidecar.store.importer import InvalidImport, import_lines
+from sidecar.store.redis_server import RedisDirectoryBusy
 from sidecar.tokens import SCOPES, TokenFile
 
 SERVERS = ("granian", "gunicorn")  # what `sidecar serve --server` runs (sidecar/servers/)
@@ -160,8 +161,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"sidecar: {refusal}", file=sys.stderr)
         return 2
     bootstrap_token(settings)
-    serve(settings, ServeOptions(server=args.server, host=args.host, port=args.port, uds=args.uds,
-                                 workers=args.workers, threads=args.threads, max_connections=args.max_connections))
+    try:
+        serve(settings, ServeOptions(server=args.server, host=args.host, port=args.port, uds=args.uds,
+                                     workers=args.workers, threads=args.threads,
+                                     max_connections=args.max_connections))
+    except RedisDirectoryBusy as exc:
+        print(f"sidecar: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -182,7 +188,7 @@ def _policy(args: argparse.Namespace, settings: Settings) -> int:
 @contextmanager
 def _runtime(settings: Settings, *, redis_timeout_s: float = 1.0) -> Iterator[Runtime]:
     """The same composition root as a worker's, for one command (no threads started); stopped after."""
-    url, _ = resolve_redis(settings)
+    url = running_redis_url(settings)  # never starts a redis-server: that is serve's alone
     runtime = Runtime(settings, url, redis_timeout_s=redis_timeout_s)
     try:
         yield runtime

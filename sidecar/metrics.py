@@ -36,7 +36,7 @@ AUDIT_EVENTS = Counter("sidecar_audit_events_total",
                        "Audit events by result: written (to Redis), spooled, replayed, duplicate, failed", ["result"])
 
 
-def _unlabelled() -> tuple[Gauge, Counter, Gauge, Counter, Counter]:
+def _unlabelled() -> tuple[Gauge, Counter, Gauge, Counter, Counter, Counter]:
     """The metrics without labels: their one sample is made with the metric."""
     return (Gauge("sidecar_tenants_loaded", "Tenants held in memory", multiprocess_mode="livesum"),
             Counter("sidecar_audit_archived_total", "Audit events moved from Redis to the PostgreSQL archive"),
@@ -44,10 +44,12 @@ def _unlabelled() -> tuple[Gauge, Counter, Gauge, Counter, Counter]:
                   "1 when the audit archive (PostgreSQL) answered this process's last check, else 0",
                   multiprocess_mode="min"),
             Counter("sidecar_redis_outages_total", "Redis outages seen by a worker (the circuit opened)"),
-            Counter("sidecar_seat_changes_total", "Changes of paid status recorded in the seat history"))
+            Counter("sidecar_seat_changes_total", "Changes of paid status recorded in the seat history"),
+            Counter("sidecar_embedded_redis_restarts_total",
+                    "Times sidecar serve restarted its embedded Redis after it exited"))
 
 
-TENANTS_LOADED, AUDIT_ARCHIVED, AUDIT_ARCHIVE_UP, REDIS_OUTAGES, SEAT_CHANGES = _unlabelled()
+TENANTS_LOADED, AUDIT_ARCHIVED, AUDIT_ARCHIVE_UP, REDIS_OUTAGES, SEAT_CHANGES, EMBEDDED_REDIS_RESTARTS = _unlabelled()
 
 
 def use_multiprocess(directory: Path) -> None:
@@ -58,12 +60,14 @@ def use_multiprocess(directory: Path) -> None:
     the unlabelled metrics (whose sample exists since import) are made again. Labelled samples
     are made in the workers, later.
     """
-    global TENANTS_LOADED, AUDIT_ARCHIVED, AUDIT_ARCHIVE_UP, REDIS_OUTAGES, SEAT_CHANGES
+    global TENANTS_LOADED, AUDIT_ARCHIVED, AUDIT_ARCHIVE_UP, REDIS_OUTAGES, SEAT_CHANGES, EMBEDDED_REDIS_RESTARTS
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     prometheus_values.ValueClass = prometheus_values.get_value_class()  # type: ignore[no-untyped-call]  # untyped
-    for metric in (TENANTS_LOADED, AUDIT_ARCHIVED, AUDIT_ARCHIVE_UP, REDIS_OUTAGES, SEAT_CHANGES):
+    for metric in (TENANTS_LOADED, AUDIT_ARCHIVED, AUDIT_ARCHIVE_UP, REDIS_OUTAGES, SEAT_CHANGES,
+                   EMBEDDED_REDIS_RESTARTS):
         REGISTRY.unregister(metric)
-    TENANTS_LOADED, AUDIT_ARCHIVED, AUDIT_ARCHIVE_UP, REDIS_OUTAGES, SEAT_CHANGES = _unlabelled()
+    (TENANTS_LOADED, AUDIT_ARCHIVED, AUDIT_ARCHIVE_UP, REDIS_OUTAGES, SEAT_CHANGES,
+     EMBEDDED_REDIS_RESTARTS) = _unlabelled()
 
 
 def render() -> tuple[bytes, str]:

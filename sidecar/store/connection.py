@@ -5,7 +5,7 @@ exceptions beside its transport): every store runs its commands inside
 :func:`translated_errors`, so nothing above ``store/`` ever sees a ``redis`` exception.
 Clients are created lazily so nothing is opened before gunicorn forks.
 
-Imports: redis, ``sidecar.config``, ``sidecar.errors``, ``sidecar.store`` (clients, health, redis_server).
+Imports: redis, ``sidecar.config``, ``sidecar.errors``, ``sidecar.store`` (clients, health).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from sidecar.config import Settings
 from sidecar.errors import StoreUnavailable
 from sidecar.store.clients import make_client
 from sidecar.store.health import RedisHealth
-from sidecar.store.redis_server import RedisServer
 
 # The client's type, for code above store/ that hands one on without importing redis.
 Client: TypeAlias = "redis.Redis[bytes]"
@@ -36,13 +35,33 @@ def connect(url: str, *, timeout_s: float = 1.0, health: RedisHealth | None = No
     return make_client(url, timeout_s=timeout_s, health=health)
 
 
-def resolve_redis(settings: Settings) -> tuple[str, RedisServer | None]:
-    """The configured Redis, else the private one under the data dir (started if needed)."""
+def ping(url: str, *, timeout_s: float) -> bool:
+    try:
+        client = make_client(url, timeout_s=timeout_s)  # any SIDECAR_REDIS_URL, Sentinel included
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):
+        return False
+
+
+def running_redis_url(settings: Settings, *, timeout_s: float = 2.0) -> str:
+    """The Redis a CLI command uses: the configured one, else the embedded one ``sidecar serve`` runs.
+
+    It never starts a server: that is ``sidecar serve``'s alone, so a CLI command cannot put a
+    second redis-server on a live AOF. A Redis that does not answer is one clear error.
+    """
     if settings.redis_url:
-        return settings.redis_url, None
-    server = RedisServer(settings.data_dir / "redis")
-    server.start()
-    return server.url, server
+        url = settings.redis_url
+        where = "SIDECAR_REDIS_URL"
+    else:
+        url = f"unix://{(settings.data_dir / 'redis' / 'redis.sock').resolve()}"
+        where = (f"the embedded Redis of {settings.data_dir} (start `sidecar serve` with this "
+                 "SIDECAR_DATA_DIR, or set SIDECAR_REDIS_URL)")
+    if not ping(url, timeout_s=timeout_s):
+        raise StoreUnavailable(f"Redis does not answer within {timeout_s:g}s: {where}")
+    return url
 
 
 @contextmanager
