@@ -4,9 +4,9 @@
 through the channel, and records every step in the trail. Its clock ``now`` (seconds since
 the epoch) is a plain attribute so tests move time instead of sleeping. The runtime builds it.
 
-The key of the code hashes is ``SIDECAR_MFA_SECRET``; when it is unset, a random key is
-created once in Redis (``sidecar:mfa:key``, SET NX) so that every replica shares it. Setting
-the variable keeps the key out of the store that holds the hashes (recommended).
+The key of the code hashes is ``SIDECAR_MFA_SECRET``; when it is unset, a random key kept in
+``<data_dir>/mfa.key`` (:mod:`sidecar.mfa.key`), never in Redis beside the hashes: a Redis read
+alone must not recover a pending code. A key an older release left in Redis is deleted.
 
 Imports: the mfa modules, the stores (Redis through them), config, errors.
 """
@@ -17,9 +17,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import structlog
+
 from sidecar.config import Settings
-from sidecar.errors import ChannelUnavailable, Conflict, Forbidden, InvalidCode, Locked, NotFound
-from sidecar.mfa import codes
+from sidecar.errors import ChannelUnavailable, Conflict, Forbidden, InvalidCode, Locked, NotFound, Unavailable
+from sidecar.mfa import codes, key
 from sidecar.mfa.email import CodeMessage, EmailChannel, SmtpTarget
 from sidecar.mfa.trail import Trail
 from sidecar.policy.times import rfc3339
@@ -27,9 +29,10 @@ from sidecar.store.connection import Client
 from sidecar.store.directory import DirectoryStore
 from sidecar.store.mfa.challenges import CODE_TTL_S, Challenge, ChallengeStore, Outcome
 from sidecar.store.mfa.devices import Device, DeviceStore
-from sidecar.store.mfa.key import shared_key
+from sidecar.store.mfa.key import drop_legacy_key
 from sidecar.store.mfa.push import PushOutbox
 
+log = structlog.get_logger("sidecar.mfa")
 _OUTCOMES = {"verified": "success", "failed": "failure", "locked": "failure", "approved": "success",
              "denied": "denied"}
 
@@ -53,6 +56,7 @@ class TwoStep:
         self.trail = trail
         self.now = now
         self._key: str | None = settings.mfa_secret
+        self._key_file = settings.data_dir / "mfa.key"
         self.product = settings.product_name
         self.challenges = ChallengeStore(client, codes.KeyedCodes(self._secret), lambda: self.now())
         self.devices = DeviceStore(client)
@@ -61,7 +65,15 @@ class TwoStep:
 
     def _secret(self) -> str:
         if self._key is None:
-            self._key = shared_key(self.client, codes.new_secret)
+            try:
+                secret, created = key.load_or_create(self._key_file)
+            except (OSError, ValueError) as exc:  # unreadable or damaged: refuse rather than guess
+                raise Unavailable(f"the two-step key cannot be read: {exc}", reason="mfa_key") from exc
+            if created:
+                log.warning("mfa_key_created", path=str(self._key_file),
+                            hint="replicas on other hosts need the same key: set SIDECAR_MFA_SECRET on each")
+            drop_legacy_key(self.client)
+            self._key = secret
         return self._key
 
     # -- challenges ------------------------------------------------------------------------

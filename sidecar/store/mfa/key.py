@@ -1,25 +1,21 @@
-"""The key of the two-step code hashes when ``SIDECAR_MFA_SECRET`` is unset: one shared in Redis.
+"""The two-step key's old home in Redis, emptied: the key never sits beside the code hashes.
 
-    sidecar:mfa:key   STRING, created once (SET NX) so every replica uses the same key
+Releases before issue 11 kept the key of the code hashes in ``sidecar:mfa:key`` when
+``SIDECAR_MFA_SECRET`` was unset; whoever read Redis could then recover a pending code. The key
+now lives in ``<data_dir>/mfa.key`` (:mod:`sidecar.mfa.key`); this deletes the old copy.
 
 Imports: redis, :mod:`sidecar.store.connection`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import redis
 
 from sidecar.store.connection import translated_errors
 
-KEY_IN_REDIS = "sidecar:mfa:key"
+LEGACY_KEY_IN_REDIS = "sidecar:mfa:key"
 
 
-def shared_key(client: redis.Redis[bytes], new_key: Callable[[], str]) -> str:
-    """The key in Redis; the first caller's ``new_key()`` when there was none."""
+def drop_legacy_key(client: redis.Redis[bytes]) -> None:
     with translated_errors():
-        client.set(KEY_IN_REDIS, new_key(), nx=True)
-        stored = client.get(KEY_IN_REDIS)
-    assert stored is not None  # just set, and keys never expire
-    return bytes(stored).decode()
+        client.delete(LEGACY_KEY_IN_REDIS)
