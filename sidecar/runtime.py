@@ -164,14 +164,19 @@ class Runtime:
         Ready while Redis answers; still ready but ``degraded`` while it has been unreachable for
         less than ``stale_max_s`` and this worker holds a directory it loaded before (decisions
         come from memory); not ready after that, or when it never reached Redis (a worker started
-        during an outage has nothing to decide from).
+        during an outage has nothing to decide from). Not ready either while the tokens file is
+        corrupt (the last good tokens still work, but no new one does): ``tokens_error``.
         """
         state = readiness(self.redis_health, self.settings.stale_max_s)
-        return state.ready, {"status": state.status, "reason": state.reason, "redis": state.redis_up,
-                             "redis_unreachable_s": state.unreachable_s, "redis_error": state.cause,
-                             "policies": "loaded", "policy_reload_error": self.policy_error,
-                             "replica": self.replica.snapshot(),
-                             # Informational: decisions never wait for the archive; it does not make us unready.
-                             "audit_archive": (self.archiver.status() if self.archiver is not None
-                                               else {"state": "off"})}
+        tokens_error = self.tokens.check()
+        body: dict[str, Any] = {
+            "status": state.status, "reason": state.reason, "redis": state.redis_up,
+            "redis_unreachable_s": state.unreachable_s, "redis_error": state.cause,
+            "tokens_error": tokens_error, "policies": "loaded", "policy_reload_error": self.policy_error,
+            "replica": self.replica.snapshot(),
+            # Informational: decisions never wait for the archive; it does not make us unready.
+            "audit_archive": self.archiver.status() if self.archiver is not None else {"state": "off"}}
+        if tokens_error is not None and state.ready:
+            body.update(status="unavailable", reason="tokens_file_invalid")
+        return state.ready and tokens_error is None, body
 
