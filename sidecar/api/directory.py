@@ -26,10 +26,18 @@ from sidecar.policy.directory import (
     TenantDirectory,
     check_id,
 )
-from sidecar.policy.escalation import check_escalation, check_location_write, check_removal, removal_scope
+from sidecar.policy.escalation import (
+    check_chain_write,
+    check_employee_write,
+    check_escalation,
+    check_location_write,
+    check_removal,
+    check_unplaced_employee_write,
+    removal_scope,
+)
 from sidecar.policy.records import WriteRecord
 from sidecar.policy.tenant import Tenant
-from sidecar.store.directory import Guard, WriteResult
+from sidecar.store.directory import Guard, UnplacedGuard, WriteResult
 
 bp = Blueprint("directory", __name__)
 
@@ -75,6 +83,32 @@ def _location_guard(record: Location) -> Guard | None:
     return lambda before, after: check_location_write(bundle, actor, before, after, record.id)
 
 
+def _employee_guards(record: Employee) -> tuple[Guard | None, tuple[str, UnplacedGuard] | None]:
+    """The checks of an employee write: in each tenant they belong to, and when they belong to none."""
+    actor = _actor()
+    if actor is None:
+        return None, None
+    bundle = current_runtime().bundle
+
+    def in_tenant(before: TenantDirectory, after: TenantDirectory) -> None:
+        check_employee_write(bundle, actor, before, after, record.id)
+
+    def unplaced(stored: dict[str, Any] | None, actor_tenants: list[TenantDirectory]) -> None:
+        # a new employee's first address redirects nobody's codes; changing a stored one does
+        email_changed = record.id != actor and stored is not None and stored.get("email") != record.email
+        check_unplaced_employee_write(bundle, actor, actor_tenants, email_changed)
+
+    return in_tenant, (actor, unplaced)
+
+
+def _chain_guard() -> Guard | None:
+    actor = _actor()
+    if actor is None:
+        return None
+    bundle = current_runtime().bundle
+    return lambda before, after: check_chain_write(bundle, actor, before, after)
+
+
 def _all_locations(before: TenantDirectory, after: TenantDirectory) -> list[str]:
     return sorted(set(before.locations) | set(after.locations))
 
@@ -117,7 +151,7 @@ def employee_route(employee: str) -> Any:
         raise BadRequest("email must be one plain email address", field="email")
     name = text_field(body, "name", 200, required=False, empty=True)
     record = Employee(employee, optional_bool(body, "active"), email, name)
-    result = store.put_employee(record, _guard(_all_locations, [employee]))
+    result = store.put_employee(record, *_employee_guards(record))
     return _written(result, "employee", {"employee": employee})
 
 
@@ -136,8 +170,7 @@ def chain_route(chain: str) -> Any:
     if extra:
         raise BadRequest(f"unexpected fields {extra}", fields=extra)
     owner = body.get("owner")
-    result = store.put_chain(Chain(chain, None if owner is None else check_id(owner, "owner")),
-                             _guard(_all_locations, []))
+    result = store.put_chain(Chain(chain, None if owner is None else check_id(owner, "owner")), _chain_guard())
     return _written(result, "chain", {"chain": chain})
 
 

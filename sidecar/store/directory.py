@@ -68,6 +68,9 @@ return id
 
 # A guard sees the tenant before and after the write and raises to refuse it (escalation).
 Guard = Callable[[TenantDirectory, TenantDirectory], None]
+# The check of a write to an employee who is a member nowhere: their stored record (or None) and
+# the acting employee's tenants.
+UnplacedGuard = Callable[[dict[str, Any] | None, list[TenantDirectory]], None]
 
 
 class _Unchanged(Exception):
@@ -365,7 +368,10 @@ class DirectoryStore:
         return directory
 
     # -- writes -----------------------------------------------------------------------------
-    def put_employee(self, employee: Employee, guard: Guard | None = None) -> WriteResult:
+    def put_employee(self, employee: Employee, guard: Guard | None = None,
+                     unplaced: tuple[str, UnplacedGuard] | None = None) -> WriteResult:
+        """Create or change an employee. ``guard`` checks the write in each tenant the employee
+        belongs to; ``unplaced`` (actor, check) when they belong to none, in the actor's tenants."""
         def prepare(pipe: Any) -> _Write:
             before = self._get(pipe, emp_key(employee.id))
             tenants = sorted(m.decode() for m in pipe.smembers(tenants_key(employee.id)))
@@ -375,6 +381,11 @@ class DirectoryStore:
                     changed = current.copy()
                     changed.employees[employee.id] = employee
                     guard(current, changed)
+            if unplaced and not tenants:
+                actor, check = unplaced
+                pipe.watch(tenants_key(actor))
+                theirs = sorted(m.decode() for m in pipe.smembers(tenants_key(actor)))
+                check(before, [self.load_tenant(tenant, pipe) for tenant in theirs])
             write = _Write(before, employee_record(employee))
             write.set(emp_key(employee.id), employee_record(employee))
             write.touch(*tenants)
@@ -392,7 +403,9 @@ class DirectoryStore:
                 current = self.load_tenant(tenant, pipe)
                 check_designated_owner(current, chain.owner)
                 if guard:
-                    guard(current, current)
+                    changed = current.copy()
+                    changed.chain = chain
+                    guard(current, changed)
             write = _Write(before, chain_record(chain))
             write.set(chain_key(chain.id), chain_record(chain))
             write.touch(tenant)
