@@ -40,6 +40,7 @@ CSV_ROWS_PER_CHUNK = 500
 _CURSOR = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _EVENT_FIELDS = ("id", "time", "location", "chain", "employee", "action", "category", "outcome", "object",
                  "device", "ip", "request_id", "details", "prev_hash", "hash")
+MAX_STREAM_PART = 2**64 - 1  # each half of a Redis stream id is an unsigned 64-bit number
 
 
 # -- the Security section -------------------------------------------------------------------------
@@ -130,12 +131,20 @@ def _query(only_location: str | None) -> Query:
     if action is not None:
         matching(action, ACTION_NAME, "action")
     cursor = args.get("cursor")
-    if cursor is not None and not _CURSOR.fullmatch(cursor):
+    if cursor is not None and not _valid_cursor(cursor):
         raise BadRequest("cursor is not one this API gave out", field="cursor")
     since, since_ms = _instant("since")
     until, _ = _instant("until")
     return Query(category=category, employee=employee, action=action, location=only_location,
                        since=since, until=until, since_ms=since_ms, cursor=cursor)
+
+
+def _valid_cursor(cursor: str) -> bool:
+    """A stream id Redis accepts as an exclusive upper bound: two unsigned 64-bit halves, not 0-0."""
+    if not _CURSOR.fullmatch(cursor):
+        return False
+    ms, seq = (int(part) for part in cursor.split("-"))
+    return ms <= MAX_STREAM_PART and seq <= MAX_STREAM_PART and (ms, seq) != (0, 0)
 
 
 def _instant(name: str) -> tuple[str | None, int | None]:
