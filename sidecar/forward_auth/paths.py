@@ -29,6 +29,10 @@ anything that servers are known to interpret differently is refused (default den
    (RFC 3986 5.2.4). ``%2e``/``%2E`` are decoded first, so ``%2e%2e`` is ``..`` (RFC 3986 6.2.2.2).
 
 The result is ``/`` + the decoded segments joined by ``/`` (``/`` for the root).
+``literal_path`` keeps ``.`` and ``..`` as segments: how an upstream that routes the raw path
+sees it. The caller refuses a target whose two forms match different routes (D21 of the
+hardening report: ``/clients/export/..`` is ``/clients`` here, but an upstream routing
+``/clients/export/<anything>`` would serve the export).
 
 ``original_request(method, target, headers, prefix) -> OriginalRequest`` finds the request the
 proxy is asking about. Sources, each complete or absent:
@@ -85,6 +89,7 @@ class RequestRejected(Forbidden):
 class OriginalRequest:
     method: str
     path: str  # normalised, see normalize_path
+    literal: str  # dot segments kept, see literal_path
     source: str  # "nginx" | "traefik" | "envoy"
     target: str  # the raw target it came from, for logs
 
@@ -118,6 +123,17 @@ def _segment(raw: str) -> str:
 
 def normalize_path(target: str) -> str:
     """The canonical path of a raw request-target; see the module docstring for the rules."""
+    return _paths(target)[0]
+
+
+def literal_path(target: str) -> str:
+    """The path as an upstream that does *not* remove dot segments would route it: the same
+    checks and decoding as :func:`normalize_path`, empty segments dropped, but ``.`` and ``..``
+    kept as ordinary segments. Equal to the normalised path unless the target has dot segments."""
+    return _paths(target)[1]
+
+
+def _paths(target: str) -> tuple[str, str]:
     if len(target) > MAX_TARGET_LENGTH:
         raise RequestRejected("too_long", f"request target longer than {MAX_TARGET_LENGTH} characters")
     path = re.split(r"[?#]", target, maxsplit=1)[0]
@@ -129,8 +145,11 @@ def normalize_path(target: str) -> str:
         if char == "\\":
             raise RequestRejected("backslash", "\\ is not accepted in a path")
     stack: list[str] = []
+    literal: list[str] = []
     for raw in path.split("/"):
         segment = _segment(raw)
+        if segment:
+            literal.append(segment)
         if segment in ("", "."):
             continue
         if segment == "..":
@@ -138,7 +157,7 @@ def normalize_path(target: str) -> str:
                 stack.pop()
             continue
         stack.append(segment)
-    return "/" + "/".join(stack)
+    return "/" + "/".join(stack), "/" + "/".join(literal)
 
 
 def _lower_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -155,7 +174,8 @@ def _lower_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> di
 def _candidate(source: str, method: str, target: str) -> OriginalRequest:
     if not _METHOD.fullmatch(method):
         raise RequestRejected("bad_method", f"{source}: the original method is not an HTTP method")
-    return OriginalRequest(method=method, path=normalize_path(target), source=source, target=target)
+    path, literal = _paths(target)
+    return OriginalRequest(method=method, path=path, literal=literal, source=source, target=target)
 
 
 def original_request(

@@ -13,8 +13,11 @@ does everything of ``GET /v1/forward-auth`` that needs neither Flask nor Redis, 
    :class:`~sidecar.forward_auth.paths.RequestRejected` (403) for a path trick, a missing or
    ambiguous original request.
 4. The route: ``RequestRejected("no_route")`` (403) when none matches.
-5. The location: the route's ``{location}`` segment, else the ``X-Location-Id`` header;
-   ``no_location`` when neither exists, ``invalid_location`` when it is not an id (403 rather
+   A path with dot segments whose literal form (``literal_path``) matches another route, or
+   none, is ``dot_segment`` (an upstream that routes the raw path would act on another route).
+5. The location: the route's ``{location}`` segment, else the ``X-Location-Id`` header, which
+   must appear once (``duplicate_location``: nginx authorises the first copy and may forward
+   all of them); ``no_location`` when neither exists, ``invalid_location`` when it is not an id (403 rather
    than the API's usual 400 ``invalid_id``: nginx ``auth_request`` turns any status other than
    2xx/401/403 into a 500, and a deny is what the proxy needs).
 
@@ -70,6 +73,15 @@ def _header(headers: Mapping[str, str] | Iterable[tuple[str, str]], wanted: str)
     return found
 
 
+def _single_header(pairs: list[tuple[str, str]], wanted: str) -> str | None:
+    """A header that must appear at most once: a proxy may authorise one copy and forward another.
+    A WSGI server joins repeated headers with commas (PEP 3333), so a comma counts as a repeat."""
+    values = [value for name, value in pairs if name.lower() == wanted]
+    if len(values) > 1 or any("," in value for value in values):
+        raise RequestRejected("duplicate_location", f"{wanted} given more than once")
+    return values[0] if values else None
+
+
 def build_query(
     *,
     verifier: JwtVerifier | None,
@@ -88,10 +100,14 @@ def build_query(
     match = routes.match(request.method, request.path)
     if match is None:
         raise RequestRejected("no_route", f"no route for {request.method} {request.path}")
+    if request.literal != request.path:  # dot segments: an upstream may route the raw path elsewhere
+        raw = routes.match(request.method, request.literal)
+        if raw is None or (raw.right, raw.location) != (match.right, match.location):
+            raise RequestRejected("dot_segment", "dot segments (. or ..) change which route the path names")
     if match.location is not None:
         location, source = match.location, "path"
     else:
-        header = _header(pairs, LOCATION_HEADER)
+        header = _single_header(pairs, LOCATION_HEADER)
         if header is None or header == "":
             raise RequestRejected("no_location", "the route names no location and X-Location-Id is absent")
         location, source = header, "header"
