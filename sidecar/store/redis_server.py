@@ -77,6 +77,7 @@ class RedisServer:
         self.appendonly = appendonly
         self._process: subprocess.Popen[bytes] | None = None
         self._lock_fd: int | None = None
+        self._owner_pid = os.getpid()
 
     @property
     def url(self) -> str:
@@ -143,7 +144,9 @@ class RedisServer:
         return process.wait() if process is not None else 0
 
     def stop(self) -> None:
-        """Stop the server and release the directory."""
+        """Stop the server and release the directory (only in the process that started it)."""
+        if os.getpid() != self._owner_pid:
+            return
         self._terminate()
         self._unlock()
 
@@ -238,18 +241,24 @@ class EmbeddedRedis:
         self._backoff_s = backoff_s
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._owner_pid = os.getpid()
 
     @property
     def url(self) -> str:
         return self.server.url
 
     def start(self) -> EmbeddedRedis:
+        self._owner_pid = os.getpid()
         self.server.start()
         self._thread = threading.Thread(target=self._supervise, name="embedded-redis", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        if os.getpid() != self._owner_pid:
+            # A forked worker unwinding through serve()'s ``finally``: the server is its parent's
+            # (and the copied Popen would wrongly look alive: its lock was held by our thread).
+            return
         self._stopping.set()
         self.server.stop()
         if self._thread is not None:

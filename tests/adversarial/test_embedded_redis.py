@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,7 +22,6 @@ import pytest
 from sidecar.store.redis_server import EmbeddedRedis, RedisDirectoryBusy, RedisServer
 from tests.conftest import POLICY_DIR
 from tests.nginx_harness import free_port
-from tests.test_serve import call
 
 SIDECAR = [sys.executable, "-m", "sidecar"]
 
@@ -156,13 +157,21 @@ def test_sidecar_serve_owns_restarts_and_counts_its_embedded_redis(tmp_path: Pat
         os.kill(first, signal.SIGKILL)
         assert wait_until(lambda: len(servers_on(socket)) == 1 and servers_on(socket) != [first] and ready(port), 30)
         counted = "sidecar_embedded_redis_restarts_total 1.0"
-        assert wait_until(lambda: counted in call(port, "/metrics")[2].decode(), 10)
+        assert wait_until(lambda: counted in call(port, "/metrics")[1].decode(), 10)
         logged = (tmp_path / "out.log").read_text() + (tmp_path / "err.log").read_text()
         assert "embedded_redis_exited" in logged and "embedded_redis_restarted" in logged
     finally:
         os.killpg(serve.pid, signal.SIGTERM)
         serve.wait(timeout=30)
     assert servers_on(socket) == []
+
+
+def call(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
 
 
 def ready(port: int) -> bool:
