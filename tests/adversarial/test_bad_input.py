@@ -6,14 +6,13 @@ from typing import Any
 
 import pytest
 
-from tests.test_audit_helpers import read_log, seed, stop_auditors
+from tests.audit_support import read_log, seed
 
 
 @pytest.fixture
 def seeded(api):
     seed(api)  # ch-1 = {l-1, l-2}, standalone l-9; boss owns ch-1
     yield api
-    stop_auditors()
 
 
 def nested(levels: int, leaf: Any = 1, *, array: bool = False) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_audit_helpers import read_log, stop_auditors
+from tests.audit_support import read_log
 
 SEED: list[tuple[str, dict[str, Any]]] = [
     ("/v1/locations/l-1", {"chain": "ch-1"}),
@@ -38,7 +38,6 @@ def directory(api):
         response = api.put(path, body)
         assert response.status_code == 200, (path, response.get_json())
     yield api
-    stop_auditors()
 
 
 def refused(response) -> bool:
