@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from sidecar.audit.events import category_of
@@ -164,7 +166,13 @@ def test_a_journaled_check_event_counts_as_written_not_replayed(api, redis_url) 
 
 @pytest.fixture
 def unstarted_api(settings, app_factory) -> Api:
-    """An app whose runtime is not started: no shipper runs, as if it had not run yet."""
+    """An app whose runtime is not started: no shipper runs, as if it had not run yet.
+
+    Its replica does not follow the change log either, so the seat recorder's read-your-writes
+    wait could only time out: with no wait it defers the seat history at once (billing is not
+    under test here) instead of costing ``min_revision_wait_s`` per write.
+    """
+    settings = dataclasses.replace(settings, min_revision_wait_s=0.0)
     return Api(app_factory(settings, start=False), make_tokens(settings))
 
 
