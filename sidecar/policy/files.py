@@ -39,14 +39,21 @@ class YamlDocument:
         return PolicyFileError(self.file, line, problem)
 
 
+_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_yaml(file: Path) -> YamlDocument:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyFileError(file, None, f"cannot read: {exc.strerror}") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        try:  # libyaml parses the bundle ~5x faster (every start and reload reads it)
+            node = yaml.compose(text, Loader=_FAST_LOADER)
+            data = yaml.load(text, Loader=_FAST_LOADER)  # noqa: S506  # CSafeLoader: a safe loader
+        except yaml.YAMLError:  # name the problem as the reference parser words it
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
