@@ -1,5 +1,5 @@
-"""The ``sidecar`` command: serve, token create, check, policy test, import, audit verify|archive, seats,
-migrate legacy-users.
+"""The ``sidecar`` command: serve, token create|list|revoke, check, policy test, import, audit
+verify|archive, seats, migrate legacy-users.
 
 Every command reads the same ``SIDECAR_*`` settings as the server; a bad value is named in a
 one-line error and exit status 2, never a traceback. Commands that need Redis build the same
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sidecar import logs
 from sidecar.api.migration import after_migration
+from sidecar.audit import tokens as token_audit
 from sidecar.audit.archiver import verify_still
 from sidecar.billing_migration import LegacyMigration, read_lines
 from sidecar.config import ConfigError, Settings
@@ -37,7 +38,7 @@ from sidecar.startup import bootstrap_token, redis_refusal
 from sidecar.store.connection import running_redis_url
 from sidecar.store.importer import InvalidImport, import_lines
 from sidecar.store.redis_server import RedisDirectoryBusy
-from sidecar.tokens import SCOPES, TokenFile
+from sidecar.tokens import SCOPES, TokenError, TokenFile
 
 SERVERS = ("granian", "gunicorn")  # what `sidecar serve --server` runs (sidecar/servers/)
 
@@ -68,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     create = token_commands.add_parser("create", help="create a token; prints it once, stores its SHA-256")
     create.add_argument("name")
     create.add_argument("--scope", action="append", required=True, choices=SCOPES)
+    token_commands.add_parser("list", help="names and scopes of the tokens (never a secret)")
+    revoke = token_commands.add_parser("revoke", help="remove a token; it answers 401 from the next request on")
+    revoke.add_argument("name")
 
     check = commands.add_parser("check", help="decide one right against the directory in Redis")
     check.add_argument("--employee", required=True)
@@ -128,15 +132,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
         return _serve(args, settings)
     if args.command == "token":
-        try:
-            token = TokenFile(settings.tokens_path).create(args.name, args.scope)
-        except ValueError as exc:
-            print(f"sidecar: {exc}", file=sys.stderr)
-            return 2
-        print(f"created token {args.name!r} with scopes {sorted(set(args.scope))}; it is shown only once:",
-              file=sys.stderr)
-        print(token)
-        return 0
+        return _token(args, settings)
     if args.command == "policy":
         return _policy(args, settings)
     if args.command == "check":
@@ -308,4 +304,30 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
             print(f"sidecar: {args.file}: {exc.message}; nothing was written", file=sys.stderr)
             return 1
     print(json.dumps(result.to_json()))
+    return 0
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    tokens = TokenFile(settings.tokens_path)
+    action_name: str = args.token_command
+    try:
+        if action_name == "list":
+            for known in tokens.all():
+                print(f"{known.name}\t{','.join(sorted(known.scopes))}")
+            return 0
+        if action_name == "revoke":
+            scopes = sorted(tokens.revoke(args.name).scopes)
+            action = "token:revoke"
+            print(f"revoked token {args.name!r}", file=sys.stderr)
+        else:
+            secret = tokens.create(args.name, args.scope)
+            scopes, action = sorted(set(args.scope)), "token:create"
+            print(f"created token {args.name!r} with scopes {scopes}; it is shown only once:", file=sys.stderr)
+            print(secret)
+    except (TokenError, OSError, json.JSONDecodeError) as exc:
+        print(f"sidecar: {exc}", file=sys.stderr)
+        return 2
+    if token_audit.record_from_cli(settings, action, args.name, scopes) is None:
+        print("sidecar: no Redis is reachable: this change is not in the audit log "
+              "(set SIDECAR_REDIS_URL, or run it while sidecar serve runs)", file=sys.stderr)
     return 0

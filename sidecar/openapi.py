@@ -56,8 +56,16 @@ _EVENT = _object(
     outcome={"type": ["string", "null"]}, object={"type": ["object", "null"]}, device={"type": ["object", "null"]},
     ip={"type": ["string", "null"]}, request_id={"type": ["string", "null"]}, details={"type": ["object", "null"]},
     prev_hash={"type": "string"}, hash={"type": "string"})
+_TOKEN_SCOPES: Schema = {"type": "array", "items": {"enum": ["check", "admin", "billing", "audit", "security", "mfa"]}}
+_TOKEN = _object(["name", "scopes"], name=_ID, scopes=_TOKEN_SCOPES)
 
 SCHEMAS: dict[str, dict[str, Any]] = {
+    "TokenWrite": _closed(_object(["name", "scopes"], name=_ID, scopes=_TOKEN_SCOPES)),
+    "TokenCreated": _object(["name", "scopes", "token"], name=_ID, scopes=_TOKEN_SCOPES, token={"type": "string"}),
+    "Tokens": _object(["tokens"], tokens={"type": "array", "items": _TOKEN}),
+    "TokenRevoked": _object(["name", "scopes", "revoked"], name=_ID, scopes=_TOKEN_SCOPES,
+                            revoked={"const": True}),
+    "TokenEvents": _object(["events"], events={"type": "array", "items": _EVENT}),
     "Error": _object(["error"], error=_object(["code", "message"], code={"type": "string"},
                                              message={"type": "string"})),
     "CheckRequest": _object(["employee", "location", "resource", "action"], employee=_ID, location=_ID,
@@ -286,6 +294,18 @@ ROUTES: list[Route] = [
     Route("get", "/v1/billing/seats/history", "billing", "Paid-status changes and peak paid seats",
           response="SeatsHistory", errors=(400, 404, 503),
           query={**_SCOPE_QUERY, "since": {"type": "string"}, "until": {"type": "string"}}),
+]
+
+# Issue 15: service tokens (scope admin).
+ROUTES += [
+    Route("post", "/v1/tokens", "admin", "Create a service token; the token is shown once (addition)", "TokenWrite",
+          "TokenCreated", status=201, errors=(400, 409, 503)),
+    Route("get", "/v1/tokens", "admin", "Names and scopes of the tokens, never a secret (addition)",
+          response="Tokens", errors=(503,)),
+    Route("get", "/v1/tokens/events", "admin", "Token changes, newest first (addition)", response="TokenEvents",
+          errors=(503,), query={"limit": {"type": "integer", "minimum": 1, "maximum": 500}}),
+    Route("delete", "/v1/tokens/{name}", "admin", "Revoke a token: 401 from the next request on (addition)",
+          response="TokenRevoked", errors=(400, 404, 409, 503)),
 ]
 
 # Forward-auth answers any method: nginx and Traefik send the original request in headers,

@@ -112,8 +112,8 @@ def test_a_broken_policy_reload_keeps_the_last_good_policy(tmp_path: Path, redis
     seed(api)
     assert api.check("e-1", "l-1", "calendar:view")["allowed"] is True
     roles = policies / "roles.yaml"
-    roles.write_text(roles.read_text().replace("rights: [calendar:view, client:view, finance:view",
-                                               "rights: [calendar:fly, client:view, finance:view"))
+    roles.write_text(roles.read_text().replace("login:mfa, calendar:view, client:view, finance:view",
+                                               "login:mfa, calendar:fly, client:view, finance:view"))
     response = api.post("/v1/policies/reload", scope="admin")
     assert response.status_code == 422
     error = response.get_json()["error"]

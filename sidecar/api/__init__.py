@@ -16,7 +16,18 @@ import structlog
 from flask import Flask, g, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from sidecar.api import audit_events, billing, directory, forward_auth, health, mfa, migration, rights, security
+from sidecar.api import (
+    audit_events,
+    billing,
+    directory,
+    forward_auth,
+    health,
+    mfa,
+    migration,
+    rights,
+    security,
+    tokens,
+)
 from sidecar.api.context import attach, current_runtime
 from sidecar.api.edge import (
     INTERNAL_ERROR,
@@ -54,6 +65,7 @@ def register(app: Flask, runtime: Runtime) -> None:
         billing.bp,                                      # seats, preview, history, transition
         migration.bp,                                    # legacy users to employees with roles
         mfa.bp,                                          # two-step challenges, devices
+        tokens.bp,                                       # service tokens: create, list, revoke, their trail
         forward_auth.blueprint(app, runtime.settings),   # /v1/forward-auth (prefix from settings)
     ):
         app.register_blueprint(blueprint)

@@ -46,7 +46,17 @@ class Catalogue:
         return list(self.rights)
 
     def unknown(self, names: Iterable[str]) -> list[str]:
-        return sorted({name for name in names if name not in self.rights})
+        """Names that are neither a right nor ``resource:*`` for a resource with rights."""
+        return sorted({name for name in names if not self.expand(name)})
+
+    def expand(self, name: str) -> tuple[str, ...]:
+        """The rights a name stands for: itself, or for ``resource:*`` (an override such as
+        ``deny: [login:*]``) every right of that resource; empty when it names nothing."""
+        if name in self.rights:
+            return (name,)
+        if name.endswith(":*"):
+            return tuple(r for r in self.rights if r.startswith(name[:-1]))
+        return ()
 
     def billable(self, rule: str) -> frozenset[str]:
         """Rights that make a seat paid: booking/payment ('announced'), or every write ('writes')."""
@@ -141,4 +151,9 @@ def load_role_templates(file: Path, catalogue: Catalogue) -> dict[str, RoleTempl
     return templates
 
 
-__all__ = ["Catalogue", "Right", "RoleTemplate", "load_catalogue", "load_role_templates"]
+def covers(pattern: str, right: str) -> bool:
+    """Whether an override entry (a right or ``resource:*``) applies to ``right``."""
+    return pattern == right or (pattern.endswith(":*") and right.startswith(pattern[:-1]))
+
+
+__all__ = ["Catalogue", "Right", "RoleTemplate", "covers", "load_catalogue", "load_role_templates"]

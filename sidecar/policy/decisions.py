@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sidecar.policy.catalogue import covers
 from sidecar.policy.engine import TenantEngine
 
 
@@ -55,7 +56,7 @@ def _denied(engine: TenantEngine, employee: str, location: str, right: str) -> b
     d = engine.directory
     here = d.memberships.get((employee, location))
     chain_wide = d.chain_memberships.get(employee)
-    return any(m is not None and right in m.deny for m in (here, chain_wide))
+    return any(m is not None and any(covers(p, right) for p in m.deny) for m in (here, chain_wide))
 
 
 def _explained(engine: TenantEngine, decision: Decision, employee: str, location: str, explain: bool) -> Decision:

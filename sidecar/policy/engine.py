@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import casbin
 from casbin.model import FastModel
 
+from sidecar.policy.catalogue import covers
 from sidecar.policy.directory import CHAIN_SCOPE, Membership, TenantDirectory
 from sidecar.policy.files import PolicyFileError
 
@@ -209,7 +210,7 @@ class TenantEngine:
         for (scope, name), role in d.custom_roles.items():
             subject = _custom_subject(scope, name)
             domain = ALL_LOCATIONS if scope == CHAIN_SCOPE else scope
-            for right in role.rights:
+            for right in (r for named in role.rights for r in self.bundle.catalogue.expand(named)):
                 obj, act = right.split(":", 1)
                 p_lines.append([subject, domain, obj, act, "allow"])
             domains = sorted(d.locations) if scope == CHAIN_SCOPE else [scope]
@@ -239,7 +240,7 @@ class TenantEngine:
             if subject:
                 g_lines.extend([employee, subject, loc] for loc in locations)
         for effect, rights in (("allow", membership.allow), ("deny", membership.deny)):
-            for right in rights:
+            for right in (r for named in rights for r in self.bundle.catalogue.expand(named)):
                 obj, act = right.split(":", 1)
                 p_lines.append([employee, domain, obj, act, effect])
 
@@ -290,8 +291,8 @@ class TenantEngine:
             if membership is None:
                 continue
             roles.extend({"role": r, "scope": scope} for r in membership.roles)
-            allow.extend(r for r in membership.allow if r == right)
-            deny.extend(r for r in membership.deny if r == right)
+            allow.extend(r for r in membership.allow if covers(r, right))
+            deny.extend(r for r in membership.deny if covers(r, right))
         with self._lock:
             enforcer = self._enforcer or self.build_casbin()  # explanations are rare: no need to keep it
             implicit = enforcer.get_implicit_roles_for_user(employee, location)
