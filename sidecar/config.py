@@ -46,6 +46,11 @@ class Settings:
     redis_wait_timeout_s: float = 1.0  # how long a write waits for them before answering 503
     stale_max_s: float = 30.0  # /readyz stays 200 (degraded) this long into a Redis outage
     bootstrap_token_file: Path | None = None  # the first token goes here (0600), never to a log
+    webhook_allow_http: tuple[str, ...] = ()  # hosts a webhook may reach over plain http://
+    webhook_timeout_s: float = 5.0
+    webhook_max_attempts: int = 12
+    webhook_backoff_s: float = 1.0
+    webhook_max_backoff_s: float = 60.0
 
     @property
     def tokens_path(self) -> Path:
@@ -126,6 +131,12 @@ class Settings:
             redis_wait_timeout_s=number("SIDECAR_REDIS_WAIT_TIMEOUT_S", 1.0, minimum=0.01),
             stale_max_s=number("SIDECAR_STALE_MAX_S", 30.0, minimum=0),
             bootstrap_token_file=Path(bootstrap) if (bootstrap := text("SIDECAR_BOOTSTRAP_TOKEN_FILE")) else None,
+            webhook_allow_http=tuple(h.strip() for h in (text("SIDECAR_WEBHOOK_ALLOW_HTTP") or "").split(",")
+                                     if h.strip()),
+            webhook_timeout_s=number("SIDECAR_WEBHOOK_TIMEOUT_S", 5.0, minimum=0.1),
+            webhook_max_attempts=int(number("SIDECAR_WEBHOOK_MAX_ATTEMPTS", 12, minimum=1, integer=True)),
+            webhook_backoff_s=number("SIDECAR_WEBHOOK_BACKOFF_S", 1.0, minimum=0.01),
+            webhook_max_backoff_s=number("SIDECAR_WEBHOOK_MAX_BACKOFF_S", 60.0, minimum=0.01),
         )
 
 

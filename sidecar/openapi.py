@@ -58,6 +58,12 @@ _EVENT = _object(
     prev_hash={"type": "string"}, hash={"type": "string"})
 _TOKEN_SCOPES: Schema = {"type": "array", "items": {"enum": ["check", "admin", "billing", "audit", "security", "mfa"]}}
 _TOKEN = _object(["name", "scopes"], name=_ID, scopes=_TOKEN_SCOPES)
+_CATEGORIES: Schema = {"type": "array",
+                       "items": {"enum": ["login", "export", "edit", "delete", "access", "security"]}}
+_WEBHOOK = _object(["name", "url", "categories", "actions", "secret", "created_at"], name=_ID,
+                   url={"type": "string"}, categories=_CATEGORIES, actions=_STRINGS,
+                   secret={"const": "[set]"}, created_at={"type": "string"}, created={"type": "boolean"},
+                   deliveries=_OBJ)
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "TokenWrite": _closed(_object(["name", "scopes"], name=_ID, scopes=_TOKEN_SCOPES)),
@@ -66,6 +72,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "TokenRevoked": _object(["name", "scopes", "revoked"], name=_ID, scopes=_TOKEN_SCOPES,
                             revoked={"const": True}),
     "TokenEvents": _object(["events"], events={"type": "array", "items": _EVENT}),
+    "WebhookWrite": _closed(_object(["url", "secret"], url={"type": "string"}, categories=_CATEGORIES,
+                                    actions=_STRINGS, secret={"type": "string", "minLength": 16})),
+    "Webhook": _WEBHOOK,
+    "Webhooks": _object(["webhooks"], webhooks={"type": "array", "items": _WEBHOOK}),
+    "WebhookDeleted": _object(["name", "deleted"], name=_ID, deleted={"const": True}),
     "Error": _object(["error"], error=_object(["code", "message"], code={"type": "string"},
                                              message={"type": "string"})),
     "CheckRequest": _object(["employee", "location", "resource", "action"], employee=_ID, location=_ID,
@@ -307,6 +318,21 @@ ROUTES += [
     Route("delete", "/v1/tokens/{name}", "admin", "Revoke a token: 401 from the next request on (addition)",
           response="TokenRevoked", errors=(400, 404, 409, 503)),
 ]
+
+# Issue 15: webhook subscriptions of a chain or a standalone location (scope security).
+for _kind in ("chain", "location"):
+    ROUTES += [
+        Route("put", f"/v1/{_kind}s/{{{_kind}}}/webhooks/{{name}}", "security",
+              f"Subscribe a webhook to a {_kind}'s security events (addition)", "WebhookWrite", "Webhook",
+              errors=(400, 404, 409, 503)),
+        Route("get", f"/v1/{_kind}s/{{{_kind}}}/webhooks/{{name}}", "security",
+              "A webhook subscription and its delivery state (addition)", response="Webhook",
+              errors=(400, 404, 409, 503)),
+        Route("delete", f"/v1/{_kind}s/{{{_kind}}}/webhooks/{{name}}", "security",
+              "Remove a webhook subscription (addition)", response="WebhookDeleted", errors=(400, 404, 409, 503)),
+        Route("get", f"/v1/{_kind}s/{{{_kind}}}/webhooks", "security", f"A {_kind}'s webhook subscriptions (addition)",
+              response="Webhooks", errors=(400, 404, 409, 503)),
+    ]
 
 # Forward-auth answers any method: nginx and Traefik send the original request in headers,
 # Envoy's ext_authz forwards the request itself under the prefix (/v1/forward-auth/<original path>).

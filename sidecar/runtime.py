@@ -42,7 +42,10 @@ from sidecar.store.health import RedisHealth, RedisWatch, readiness
 from sidecar.store.replica import Replica
 from sidecar.store.seat_history import SeatHistory
 from sidecar.store.spool import Spool
+from sidecar.store.webhooks import WebhookStore
 from sidecar.tokens import TokenFile
+from sidecar.webhooks.service import Policy as WebhookPolicy
+from sidecar.webhooks.service import WebhookService
 
 log = structlog.get_logger("sidecar.runtime")
 
@@ -87,6 +90,7 @@ class Runtime:
         self.seat_history = SeatHistory(self.redis)
         self.two_step = TwoStep(settings, self.redis, self.directory, Trail(self.auditor, self.directory))
         self.jwt_verifier: JwtVerifier | None = load_verifier(settings)  # None: forward-auth answers 503
+        self.webhooks = WebhookService(WebhookStore(self.redis), WebhookPolicy.from_settings(settings))
         # Listeners of checks and writes: the core publishes records, unaware of audit and seats.
         self.after_check: list[Callable[[CheckRecord], None]] = [
             CheckEvents(self.auditor, lambda: self.bundle, self.replica)]
@@ -103,6 +107,7 @@ class Runtime:
             self.auditor.start()
             if self.archiver is not None:
                 self.archiver.start()
+            self.webhooks.start()
 
     def stop(self) -> None:
         """Stop every thread this runtime started (shipping pending audit records first), close Redis.
@@ -111,6 +116,7 @@ class Runtime:
         """
         if self.archiver is not None:
             self.archiver.stop()
+        self.webhooks.stop()
         self.auditor.stop()
         self.replica.stop()
         self.redis_watch.stop()

@@ -29,7 +29,7 @@ LAYERS = [  # left to right; a module belongs to the first entry its name starts
     ("policy", ("sidecar.policy",)),
     ("store", ("sidecar.store", "sidecar.tokens")),
     ("features", ("sidecar.audit", "sidecar.mfa", "sidecar.billing", "sidecar.billing_migration",
-                  "sidecar.forward_auth")),
+                  "sidecar.forward_auth", "sidecar.webhooks")),
     ("runtime", ("sidecar.runtime",)),
     ("api", ("sidecar.api", "sidecar.openapi")),
     ("entry points", ("sidecar.app", "sidecar.server", "sidecar.servers", "sidecar.startup", "sidecar.cli",

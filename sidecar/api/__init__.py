@@ -27,6 +27,7 @@ from sidecar.api import (
     rights,
     security,
     tokens,
+    webhooks,
 )
 from sidecar.api.context import attach, current_runtime
 from sidecar.api.edge import (
@@ -66,6 +67,7 @@ def register(app: Flask, runtime: Runtime) -> None:
         migration.bp,                                    # legacy users to employees with roles
         mfa.bp,                                          # two-step challenges, devices
         tokens.bp,                                       # service tokens: create, list, revoke, their trail
+        webhooks.bp,                                     # webhook subscriptions of chains and locations
         forward_auth.blueprint(app, runtime.settings),   # /v1/forward-auth (prefix from settings)
     ):
         app.register_blueprint(blueprint)
