@@ -24,7 +24,7 @@ from sidecar.api.auth import require_scope
 from sidecar.api.context import current_runtime
 from sidecar.api.edge import check_ids, json_body, reply
 from sidecar.errors import Conflict, NotFound
-from sidecar.policy.directory import chain_tenant
+from sidecar.policy.tenant import Tenant
 from sidecar.store.webhooks import Subscription
 from sidecar.webhooks import rules
 from sidecar.webhooks.service import WebhookService
@@ -40,7 +40,7 @@ def _chain_log(chain: str) -> str:
     check_ids(chain=chain)
     if current_runtime().directory.chain(chain) is None:
         raise NotFound(f"chain {chain} does not exist")
-    return chain_tenant(chain)
+    return Tenant.chain(chain)
 
 
 def _location_log(location: str) -> str:

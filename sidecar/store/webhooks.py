@@ -105,7 +105,7 @@ def _text(value: bytes | None) -> str | None:
 
 
 class WebhookStore:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis[bytes]) -> None:
         self.client = client
         self._claim = client.register_script(_CLAIM)
 
