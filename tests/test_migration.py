@@ -118,8 +118,10 @@ def test_the_answer_names_roles_overrides_and_seat_impact(api: Any) -> None:
     body = api.post(MIGRATE, {"users": users}, scope="admin").get_json()
     assert body["applied"] is False and body["revisions"] == {}
     desk = body["employees"][1]
+    # every template now holds login:*; legacy rights without it are reproduced exactly, so it is denied
     assert desk == {"employee": "desk", "memberships": [{"chain": "ch-1", "roles": ["service_provider"], "allow": [],
-                                                         "deny": [], "provides_services": False}]}
+                                                         "deny": ["login:mfa", "login:password"],
+                                                         "provides_services": False}]}
     stylist = body["employees"][0]["memberships"][0]
     assert (stylist["roles"], stylist["allow"], stylist["deny"]) == ([], ["calendar:view"], [])
     chain, standalone = body["seats"]
