@@ -206,6 +206,7 @@ def _wait_for(condition, what: str, timeout_s: float = 60) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.e2e  # a real mover process, SIGKILLed mid-batch
 @pytest.mark.parametrize("moment", ["inside the insert", "after the commit, before the delete"])
 def test_a_mover_killed_mid_batch_loses_and_duplicates_nothing(audit_log, archive, redis_client, redis_url,
                                                                 moment):

@@ -23,6 +23,9 @@ from sidecar.store.redis_server import EmbeddedRedis, RedisDirectoryBusy, RedisS
 from tests.conftest import POLICY_DIR
 from tests.nginx_harness import free_port
 
+# Every test here runs real redis-server / sidecar processes (hung, killed, restarted): slow.
+pytestmark = pytest.mark.e2e
+
 SIDECAR = [sys.executable, "-m", "sidecar"]
 
 
