@@ -292,7 +292,7 @@ ROUTES: list[Route] = [
     Route("delete", "/v1/employees/{employee}/devices/{device_id}", "mfa", "Remove a phone (addition)",
           response=None, errors=(400, 404, 503)),
     Route("get", "/v1/billing/seats", "billing", "Paid and free seats of ?chain= or ?location= (?rule=writes)",
-          response="Seats", errors=(400, 404, 503), query={**_SCOPE_QUERY, "rule": {"enum": ["rights", "writes"]}}),
+          response="Seats", errors=(400, 404, 503), query={**_SCOPE_QUERY, "rule": {"enum": ["announced", "writes"]}}),
     Route("post", "/v1/billing/seats/preview", "billing", "Seats before and after membership changes",
           "SeatsPreviewRequest", "SeatsPreview", errors=(400, 404, 503)),
     Route("get", "/v1/billing/seats/transition", "billing",
