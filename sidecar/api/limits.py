@@ -46,20 +46,20 @@ def read_body(environ: dict[str, Any]) -> bytes:
         if declared > MAX_BODY:
             raise BodyTooLarge("bodies are at most 1 MiB")
     stream = environ["wsgi.input"]
+    chunked = environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked" or environ.get("wsgi.input_terminated")
+    if declared is None and not chunked:
+        return b""
     try:
-        if declared is not None:
-            raw = bytes(stream.read(declared)) if declared else b""
-            if len(raw) != declared:
-                raise InvalidBody(f"the body ended after {len(raw)} of its {declared} bytes")
-            return raw
-        if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked" or environ.get("wsgi.input_terminated"):
-            raw = bytes(stream.read(MAX_BODY + 1))
-            if len(raw) > MAX_BODY:
-                raise BodyTooLarge("bodies are at most 1 MiB")
-            return raw
-    except OSError as error:  # gunicorn's chunk errors and a client gone mid-body are OSErrors
+        raw = bytes(stream.read(declared if declared is not None else MAX_BODY + 1)) if declared != 0 else b""
+    except Exception as error:  # WSGI leaves wsgi.input's errors open: gunicorn's C
+        # parser raises OSError, its Python parser ParseException, a client gone mid-body OSError;
+        # each means the body could not be read, never a fault of ours
         raise InvalidBody(f"the body could not be read ({type(error).__name__})") from None
-    return b""
+    if declared is not None and len(raw) != declared:
+        raise InvalidBody(f"the body ended after {len(raw)} of its {declared} bytes")
+    if len(raw) > MAX_BODY:
+        raise BodyTooLarge("bodies are at most 1 MiB")
+    return raw
 
 
 def buffer_body(environ: dict[str, Any]) -> None:
