@@ -22,7 +22,7 @@ from sidecar.api.forward_auth import _raw_target
 from sidecar.app import create_app
 from sidecar.policy.files import PolicyFileError
 from sidecar.store.audit_log import AuditLog
-from tests.conftest import POLICY_DIR, Api, make_settings, make_tokens
+from tests.conftest import POLICY_DIR, Api, make_settings, make_tokens, wait_until
 
 SECRET = "forward-auth-test-secret-0123456789abcdef"  # >= 32 bytes: no PyJWT warning
 
@@ -220,8 +220,12 @@ def test_a_critical_right_is_audited_with_ip_device_and_source(fa: Api, redis_ur
     headers = {**bearer(employee, **claims), **nginx("GET", "/locations/l-1/clients/export"),
                "X-Forwarded-For": "203.0.113.7, 10.0.0.1", "User-Agent": "Browser/1.0", "X-Request-Id": "req-fa-1"}
     response = call(fa, headers)
-    events = [e for e in read_log(redis_url, "c:ch-1") if (e.get("details") or {}).get("source") == "forward_auth"]
-    (event,) = events
+
+    def forward_auth_events() -> list[dict[str, Any]]:
+        return [e for e in read_log(redis_url, "c:ch-1") if (e.get("details") or {}).get("source") == "forward_auth"]
+
+    assert wait_until(forward_auth_events, timeout_s=5)  # check events are shipped in batches, not inline
+    (event,) = forward_auth_events()
     assert (event["action"], event["outcome"], event["employee"], event["location"]) == (
         "client:export", outcome, employee, "l-1")
     assert (event["ip"], event["device"]["user_agent"], event["request_id"]) == ("203.0.113.7", "Browser/1.0",
