@@ -1,7 +1,7 @@
 # The sidecar image, in two stages (docs/production.md "Image").
 #
-# builder: a compiler builds a wheel for the sidecar and for every dependency (some, such as
-#          gunicorn[fast]'s HTTP parser, are published only as C source);
+# builder: a compiler builds a wheel for the sidecar and for every dependency (today all of them
+#          ship wheels; the stage keeps the image buildable if one ever ships only C source);
 # runtime: slim Python, non-root, no compiler: installs only those wheels (--no-index), so
 #          nothing can be compiled or downloaded there.
 # tests/test_image.py runs the same two steps in venvs (the runtime one with no `cc` on PATH).
