@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -32,6 +32,7 @@ from sidecar.mfa.service import TwoStep
 from sidecar.mfa.trail import Trail
 from sidecar.policy.bundle import PolicyBundle, fingerprint, load_bundle
 from sidecar.policy.decisions import Decision, decide
+from sidecar.policy.engine import TenantEngine
 from sidecar.policy.files import PolicyFileError
 from sidecar.policy.records import CheckRecord, WriteRecord
 from sidecar.store.audit_archive import ArchiveStore
@@ -155,6 +156,19 @@ class Runtime:
                explain: bool = False) -> Decision:
         engine = self.replica.engine_for_location(location)
         return decide(engine, employee, location, right, mfa=mfa, explain=explain)
+
+    def decide_many(self, asks: Sequence[tuple[str, str, str]], *, mfa: bool = False) -> list[Decision]:
+        """Decide ``(employee, location, right)`` asks in order, looking each location's engine
+        up once (a batch usually names one location)."""
+        engines: dict[str, TenantEngine | None] = {}
+        decisions = []
+        for employee, location, right in asks:
+            if location in engines:
+                engine = engines[location]
+            else:
+                engine = engines[location] = self.replica.engine_for_location(location)
+            decisions.append(decide(engine, employee, location, right, mfa=mfa))
+        return decisions
 
     def checked(self, record: CheckRecord) -> None:
         for listener in self.after_check:

@@ -110,14 +110,14 @@ def decide_batch(runtime: Runtime, raw: bytes, query: QueryArgs, rid: str) -> tu
                       None if own_employee is None else check_id(own_employee, "checks[].employee"),
                       None if own_location is None else check_id(own_location, "checks[].location")))
     employee, location, context = _subject(runtime, body, query)
-    mfa = context.get("mfa", False)
     batch_id = uuid.uuid4().hex
+    asks = [(own_employee or employee, own_location or location, f"{resource}:{action}")
+            for resource, action, own_employee, own_location in items]
+    decisions = runtime.decide_many(asks, mfa=context.get("mfa", False))
     results: list[dict[str, Any]] = []
-    decisions: list[Decision] = []
     by_subject: dict[tuple[str, str], list[tuple[Decision, str]]] = {}
-    for index, (resource, action, own_employee, own_location) in enumerate(items):
-        who, where = own_employee or employee, own_location or location
-        decision = runtime.decide(who, where, f"{resource}:{action}", mfa=mfa)
+    for index, ((resource, action, own_employee, own_location), (who, where, _), decision) in enumerate(
+            zip(items, asks, decisions, strict=True)):
         by_subject.setdefault((who, where), []).append((decision, f"{batch_id}-{index}"))
         result: dict[str, Any] = {"resource": resource, "action": action, "allowed": decision.allowed,
                                   "reason": decision.reason}
@@ -126,7 +126,6 @@ def decide_batch(runtime: Runtime, raw: bytes, query: QueryArgs, rid: str) -> tu
         if own_employee is not None:
             result["employee"] = who
         results.append(result)
-        decisions.append(decision)
     for (who, where), decided in by_subject.items():
         runtime.checked(CheckRecord(who, where, decided, context, rid, "batch"))
     return {"results": results}, decisions
