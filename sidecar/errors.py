@@ -85,6 +85,11 @@ class BodyTooLarge(SidecarError):
     code = "body_too_large"
 
 
+class LengthRequired(SidecarError):
+    status = 411
+    code = "length_required"
+
+
 class UriTooLong(SidecarError):
     status = 414
     code = "uri_too_long"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from sidecar.errors import BodyTooLarge, HeaderTooLarge, InvalidBody, UriTooLong
+from sidecar.errors import BodyTooLarge, HeaderTooLarge, InvalidBody, LengthRequired, UriTooLong
 
 MAX_BODY = 1024 * 1024
 MAX_TARGET = 8190
@@ -59,7 +59,17 @@ def read_body(environ: dict[str, Any]) -> bytes:
         raise InvalidBody(f"the body ended after {len(raw)} of its {declared} bytes")
     if len(raw) > MAX_BODY:
         raise BodyTooLarge("bodies are at most 1 MiB")
+    if declared is None and not _reports_chunk_errors(stream):
+        raise LengthRequired("send Content-Length: under this server a malformed chunk cannot be told "
+                             "from the end of a chunked body, so chunked request bodies are refused")
     return raw
+
+
+def _reports_chunk_errors(stream: object) -> bool:
+    """Does this ``wsgi.input`` raise on a malformed chunk? granian's ``WSGIBody`` does not: it
+    maps hyper's body error to the end of the stream, so a body cut at a bad chunk would read as
+    a whole one (gunicorn's parsers and werkzeug's test input raise or carry the real length)."""
+    return not type(stream).__module__.startswith("granian")
 
 
 def buffer_body(environ: dict[str, Any]) -> None:

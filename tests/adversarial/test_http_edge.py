@@ -89,8 +89,12 @@ def test_a_chunked_body_over_1_mib_is_413_on_every_route(served: ServedSidecar, 
 def test_a_body_of_exactly_1_mib_is_read_whole_on_a_flask_route(served: ServedSidecar) -> None:
     body = b'{"active":true}'
     body += b" " * (1024 * 1024 - len(body))
-    status, _, answer = exchange(served, request(served, "PUT", "/v1/employees/e-mib", body=body, chunked=True))
-    assert status == 200, answer
+    status, headers, answer = exchange(served, request(served, "PUT", "/v1/employees/e-mib", body=body, chunked=True))
+    if served.server == "gunicorn":
+        assert status == 200, answer
+    else:  # granian cannot tell a malformed chunk from the body's end: chunked bodies are refused
+        assert status == 411 and error_code(status, headers, answer) == "length_required"
+        assert served.call("GET", "/v1/employees/e-mib", token=served.token)[0] == 404, "nothing was stored"
 
 
 @pytest.mark.parametrize("path", ["/v1/check", "/v1/check/batch", "/v1/audit/events"])
@@ -98,11 +102,20 @@ def test_a_body_of_exactly_1_mib_is_read_whole_on_a_flask_route(served: ServedSi
 def test_a_malformed_chunked_body_is_400_not_500(served: ServedSidecar, path: str, chunks: bytes) -> None:
     raw = request(served, "POST", path, headers={"Transfer-Encoding": "chunked"}) + chunks
     status, headers, answer = exchange(served, raw)
-    assert status == 400, answer
     code = error_code(status, headers, answer)
     if served.server == "gunicorn":  # gunicorn's chunk errors reach the app, which names them
-        assert code == "invalid_body"
-    # granian ends the body at the bad chunk: what came before it is parsed, and is not a valid request
+        assert (status, code) == (400, "invalid_body"), answer
+    else:  # granian ends the body silently at a bad chunk, so no chunked body is taken (411)
+        assert (status, code) == (411, "length_required"), answer
+
+
+def test_a_valid_body_before_a_malformed_chunk_is_never_stored(served: ServedSidecar) -> None:
+    body = b'{"active":true}'
+    chunks = f"{len(body):x}\r\n".encode() + body + b"\r\nzz\r\nxx\r\n0\r\n\r\n"
+    raw = request(served, "PUT", "/v1/employees/e-cut", headers={"Transfer-Encoding": "chunked"}) + chunks
+    status, headers, answer = exchange(served, raw)
+    assert status in (400, 411) and error_code(status, headers, answer) in ("invalid_body", "length_required")
+    assert served.call("GET", "/v1/employees/e-cut", token=served.token)[0] == 404, "nothing was stored"
 
 
 def test_a_body_shorter_than_its_content_length_is_400(served: ServedSidecar) -> None:
