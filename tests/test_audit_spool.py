@@ -50,6 +50,7 @@ def test_decisions_go_on_and_events_are_spooled_while_redis_is_down(outage_api, 
     assert auditor.spool.has_records()
 
 
+@pytest.mark.e2e  # kills and restarts a real redis-server
 def test_spooled_events_are_replayed_in_order_without_duplicates(outage_api, own_redis) -> None:
     seed(outage_api)
     outage_api.check("e-1", "l-1", "client:delete")
@@ -66,6 +67,7 @@ def test_spooled_events_are_replayed_in_order_without_duplicates(outage_api, own
     assert not auditor.spool.has_records()
 
 
+@pytest.mark.e2e  # kills and restarts a real redis-server
 def test_after_redis_returns_new_events_queue_behind_the_spooled_ones(outage_api, own_redis) -> None:
     seed(outage_api)
     own_redis.kill()

@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import POLICY_DIR
 
+pytestmark = pytest.mark.e2e  # every test runs the CLI as a real process
+
 SIDECAR = [sys.executable, "-m", "sidecar"]
 
 

@@ -62,6 +62,7 @@ def test_min_revision_from_the_future_is_503(tmp_path: Path, app_factory) -> Non
     assert response.get_json()["error"]["code"] == "revision_not_reached"
 
 
+@pytest.mark.e2e  # kills and restarts a real redis-server
 def test_a_replica_cut_off_from_redis_keeps_deciding_and_catches_up(tmp_path: Path, app_factory) -> None:
     server = RedisServer(tmp_path / "redis").start()
     try:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sidecar.api.context import runtime_of
 from sidecar.app import create_app
 from sidecar.audit import tokens as token_audit
@@ -81,6 +83,7 @@ def _cli(tmp_path: Path, redis_url: str, *args: str) -> subprocess.CompletedProc
                           text=True, timeout=60, check=False)
 
 
+@pytest.mark.e2e  # runs the CLI as a real process
 def test_cli_create_list_revoke_are_audited(tmp_path: Path, redis_url: str, settings) -> None:
     made = _cli(tmp_path, redis_url, "create", "ops", "--scope", "admin")
     assert made.returncode == 0, made.stderr
@@ -100,6 +103,7 @@ def test_cli_create_list_revoke_are_audited(tmp_path: Path, redis_url: str, sett
         runtime_of(app).stop()
 
 
+@pytest.mark.e2e  # runs the CLI as a real process
 def test_cli_without_redis_says_the_change_is_not_audited(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "SIDECAR_POLICY_DIR": str(POLICY_DIR), "SIDECAR_DATA_DIR": str(tmp_path)}
     made = subprocess.run([sys.executable, "-m", "sidecar", "token", "create", "a", "--scope", "check"], env=env,

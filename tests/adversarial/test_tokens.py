@@ -7,12 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sidecar.tokens import TokenFile
 from tests.conftest import POLICY_DIR
 
 PARALLEL = 20
 
 
+@pytest.mark.e2e  # twenty real processes at once
 def test_twenty_parallel_creates_all_work(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "SIDECAR_POLICY_DIR": str(POLICY_DIR), "SIDECAR_DATA_DIR": str(tmp_path),
            "SIDECAR_LOG_FORMAT": "json"}
