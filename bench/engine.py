@@ -171,8 +171,9 @@ def memory_child(redis_url: str, tenants: list[str], cap_s: float) -> dict[str, 
     touched, start = 0, time.perf_counter()
     deadline = time.monotonic() + cap_s
     pairs = ((e, p) for e in engines for p in tenant_pairs(e.directory))  # lazy: not counted in RSS
+    held = []  # the cached sets themselves (references: the engines keep them anyway)
     for engine, (employee, location) in pairs:
-        engine.rights(employee, location)
+        held.append(engine.rights(employee, location))
         touched += 1
         if touched % 256 == 0 and time.monotonic() >= deadline:
             break
@@ -183,7 +184,7 @@ def memory_child(redis_url: str, tenants: list[str], cap_s: float) -> dict[str, 
     res["touch_us_per_pair"] = round(res["touch_s"] / max(1, touched) * 1e6, 1)
     gc.collect()
     res["rss_after_touch_mb"] = rss_mb()
-    cached = [v for e in engines for v in e._rights.values()]
+    cached, held = held, []
     res["rights_sets_cached"] = len(cached)
     res["rights_sets_distinct"] = len(set(cached))
     res["rights_sets_bytes_mb"] = round(sum(sys.getsizeof(v) for v in cached) / 1e6, 1)
@@ -550,11 +551,11 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         server = RedisServer(work / "redis").start()
         try:
-            proc = server._process
-            if proc is not None and REDIS_CPU in available and len(available) > 1:
+            redis_pid = server.pid
+            if redis_pid is not None and REDIS_CPU in available and len(available) > 1:
                 try:
-                    os.sched_setaffinity(proc.pid, {REDIS_CPU})
-                    res["redis_cpus"] = sorted(os.sched_getaffinity(proc.pid))
+                    os.sched_setaffinity(redis_pid, {REDIS_CPU})
+                    res["redis_cpus"] = sorted(os.sched_getaffinity(redis_pid))
                 except OSError:
                     res["redis_cpus"] = None
             bundle, store = load_bundle_and_store(server.url)
@@ -601,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
             res["loadavg_before_memory"] = os.getloadavg()
             print("memory child: loading every tenant and touching every pair ...", flush=True)
             res["memory"] = run_memory_child(server.url, [f"c:{c}" for c in chains], args.cap_s)
-            res["redis_rss_mb"] = rss_mb(proc.pid) if proc is not None else None
+            res["redis_rss_mb"] = rss_mb(redis_pid) if redis_pid is not None else None
         finally:
             server.stop()
     res["loadavg_end"] = os.getloadavg()
