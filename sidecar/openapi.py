@@ -51,7 +51,7 @@ _CONTEXT = _object(mfa={"type": "boolean"}, ip={"type": "string"}, request_id={"
 _MEMBERSHIP_FIELDS: dict[str, Schema] = {"roles": {"type": "array", "items": _ID}, "allow": _STRINGS, "deny": _STRINGS}
 _EVENT = _object(
     id={"type": "string"}, time={"type": "string"}, location=_NULLABLE_ID, chain=_NULLABLE_ID,
-    employee={"type": ["string", "null"]}, action={"type": "string"},
+    employee={"type": ["string", "null"]}, employee_name={"type": ["string", "null"]}, action={"type": "string"},
     category={"enum": ["login", "export", "edit", "delete", "access", "security"]},
     outcome={"type": ["string", "null"]}, object={"type": ["object", "null"]}, device={"type": ["object", "null"]},
     ip={"type": ["string", "null"]}, request_id={"type": ["string", "null"]}, details={"type": ["object", "null"]},
@@ -202,6 +202,8 @@ _ACTOR: dict[str, Schema] = {"actor": _ID}
 _EVENTS_QUERY: dict[str, Schema] = {
     "viewer": _ID, "category": {"type": "string"}, "employee": _ID, "action": {"type": "string"},
     "since": {"type": "string"}, "until": {"type": "string"}, **_PAGE,
+    "exclude": {"type": "string", "description": "actions left out, comma-separated or repeated "
+                "(exclude=security_log:read hides the viewers' own page views)"},
     "format": {"enum": ["json", "csv"]}, "mfa": {"enum": ["0", "1"]}}
 _WRITE = (400, 403, 404, 409, 503)
 

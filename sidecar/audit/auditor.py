@@ -93,17 +93,36 @@ class Auditor:
     def emit(self, *, category: str, action: str, outcome: str, employee: str | None,
              location: str | None = None, chain: str | None = None, object: dict[str, Any] | None = None,
              device: dict[str, Any] | None = None, ip: str | None = None, request_id: str | None = None,
-             details: dict[str, Any] | None = None) -> str:
+             details: dict[str, Any] | None = None, employee_name: str | None = None) -> str:
         """Record one event in its chain's log (or its standalone location's); its id once durable.
 
-        Raises ``Unavailable`` (503) when neither Redis nor the spool took the event.
+        ``employee_name``: the employee's display name; looked up now (:meth:`name_of`) when not
+        given, so the event keeps the name as it was at the time. Raises ``Unavailable`` (503)
+        when neither Redis nor the spool took the event.
         """
         if location is None and chain is None:
             raise ValueError("an audit event needs a location or a chain")
+        if employee_name is None:
+            employee_name = self.name_of(employee)
         event = new_event(category=category, action=action, outcome=outcome, employee=employee, location=location,
-                          chain=chain, object=object, device=device, ip=ip, request_id=request_id, details=details)
+                          chain=chain, object=object, device=device, ip=ip, request_id=request_id, details=details,
+                          employee_name=employee_name)
         self.record([(self.log_of(location, chain), event)])
         return str(event["id"])
+
+    def name_of(self, employee: str | None) -> str | None:
+        """The employee's display name now (one read of the employee record).
+
+        None for no employee, no name, an unknown employee, or Redis away: a name is never a
+        reason to fail or delay an event.
+        """
+        if employee is None:
+            return None
+        try:
+            person = self.directory.employee(employee)
+        except StoreUnavailable:
+            return None
+        return person.name if person is not None else None
 
     def log_of(self, location: str | None, chain: str | None) -> str | None:
         """The log an event belongs in; None when Redis cannot say now (resolved on replay)."""

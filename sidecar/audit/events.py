@@ -2,8 +2,11 @@
 
 An event is a plain dict (the shape of API.md's Security section): ``id``, ``time``,
 ``location``, ``chain``, ``employee``, ``action``, ``category``, ``outcome``, ``object``,
-``device``, ``ip``, ``request_id``, ``details``. Values under keys that look like tokens, codes
-or passwords in caller-supplied dicts are replaced by ``[redacted]`` before anything is written.
+``device``, ``ip``, ``request_id``, ``details``, and (issue 15) ``employee_name``: the display
+name the employee had when the event was recorded (null: no name, or unknown then). Events
+written before issue 15 have no ``employee_name``; readers treat it as null. Values under keys
+that look like tokens, codes or passwords in caller-supplied dicts are replaced by
+``[redacted]`` before anything is written.
 
 Imports: ``sidecar.policy.times`` only (pure).
 """
@@ -28,11 +31,13 @@ DEVICE_FIELDS = ("id", "name", "platform", "user_agent")
 
 def new_event(*, category: str, action: str, outcome: str, employee: str | None, location: str | None,
               chain: str | None, object: dict[str, Any] | None, device: dict[str, Any] | None,
-              ip: str | None, request_id: str | None, details: dict[str, Any] | None) -> dict[str, Any]:
+              ip: str | None, request_id: str | None, details: dict[str, Any] | None,
+              employee_name: str | None = None) -> dict[str, Any]:
     if category not in CATEGORIES:
         raise ValueError(f"unknown audit category {category!r}; one of {', '.join(CATEGORIES)}")
     return {"id": uuid.uuid4().hex, "time": now_rfc3339(), "location": location, "chain": chain,
-            "employee": employee, "action": action, "category": category, "outcome": outcome,
+            "employee": employee, "employee_name": employee_name, "action": action, "category": category,
+            "outcome": outcome,
             "object": scrub(object), "device": scrub(device), "ip": ip, "request_id": request_id,
             "details": scrub(details)}
 

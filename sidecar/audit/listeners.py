@@ -49,12 +49,15 @@ class CheckEvents:
         ip = short_text(context.get("ip"))
         request_id = short_text(context.get("request_id")) or record.request_id
         mfa = bool(context.get("mfa", False))
+        person = engine.directory.employees.get(record.employee) if engine is not None else None
+        name = person.name if person is not None else None  # from memory: the name the decision saw
         at = now_rfc3339()
         # Built here rather than by new_event (no scrub): every field but device is the sidecar's
         # own, contract_device keeps only the contract's device fields, and category_of always
         # names a category.
         events = [{"id": uuid.uuid4().hex, "time": at, "location": record.location, "chain": chain,
-                   "employee": record.employee, "action": d.right, "category": category_of(d.right),
+                   "employee": record.employee, "employee_name": name, "action": d.right,
+                   "category": category_of(d.right),
                    "outcome": "allowed" if d.allowed else "denied", "object": None,
                    "device": device, "ip": ip, "request_id": request_id,
                    "details": {"decision_id": decision_id, "reason": d.reason, "source": record.source,
@@ -77,12 +80,19 @@ class WriteEvents:
         verb = "create" if record.before is None else "delete" if record.after is None else "update"
         details = {"before": record.before, "after": record.after, "revision": record.revision,
                    "subject": record.subject, "service": record.service}
+        subject = record.subject.get("employee")
+        if subject is not None:  # whose access changed, by the name they had then
+            written = record.after or record.before or {}  # an employee write carries the record itself
+            details["subject_name"] = (written.get("name") if record.kind == "employee"
+                                       else self.auditor.name_of(subject))
+        actor_name = self.auditor.name_of(record.actor)  # the event's employee is the actor
 
         def event(location: str | None, chain: str | None) -> dict[str, Any]:
             return new_event(category="access", action=f"{record.kind}:{verb}", outcome="success",
                              employee=record.actor, location=location, chain=chain,
                              object={"type": record.kind, "id": "/".join(record.subject.values())},
-                             device=None, ip=None, request_id=record.request_id, details=details)
+                             device=None, ip=None, request_id=record.request_id, details=details,
+                             employee_name=actor_name)
 
         items: list[tuple[str | None, dict[str, Any]]] = []
         for tenant in record.tenants:

@@ -28,11 +28,13 @@ class Query:
     until: str | None = None
     since_ms: int | None = None
     cursor: str | None = None
+    exclude: tuple[str, ...] = ()  # actions left out, e.g. security_log:read (the viewers' own page views)
 
     def matches(self, event: dict[str, Any]) -> bool:
         return ((self.category is None or event.get("category") == self.category)
                 and (self.employee is None or event.get("employee") == self.employee)
                 and (self.action is None or event.get("action") == self.action)
+                and event.get("action") not in self.exclude
                 and (self.location is None or event.get("location") == self.location)
                 and (self.since is None or event.get("time", "") >= self.since)
                 and (self.until is None or event.get("time", "") <= self.until))
@@ -49,6 +51,7 @@ def search(audit_log: AuditLog, log_id: str, query: Query, *, scan_budget: int |
     """
     oldest_ms = max(0, query.since_ms - SKEW_MARGIN_MS) if query.since_ms is not None else None
     filters = Filters(category=query.category, employee=query.employee, action=query.action,
-                      location=query.location, since=query.since, until=query.until, oldest_ms=oldest_ms)
+                      location=query.location, since=query.since, until=query.until, oldest_ms=oldest_ms,
+                      exclude=query.exclude)
     return newest_first(audit_log, archive, log_id, before=query.cursor, oldest_ms=oldest_ms, filters=filters,
                         matches=query.matches, scan_budget=scan_budget, page=page)

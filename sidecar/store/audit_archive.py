@@ -118,6 +118,7 @@ class Filters:
     since: str | None = None  # RFC 3339 UTC in the events' own format: compared as text, like in Redis
     until: str | None = None
     oldest_ms: int | None = None  # positions below this are not examined (``since`` minus the skew margin)
+    exclude: tuple[str, ...] = ()  # actions left out (``exclude=security_log:read``)
 
 
 class ArchiveStore:
@@ -276,6 +277,9 @@ class ArchiveStore:
             if value is not None:
                 where.append(f"{column} = %s")
                 params.append(value)
+        if f.exclude:
+            where.append("action <> ALL(%s)")
+            params.append(list(f.exclude))
         if f.since is not None:
             where.append("time >= %s")
             params.append(f.since)
