@@ -2,8 +2,9 @@
 
 It builds and owns every service: the Redis client, the current policy bundle (reloaded into a
 copy, then swapped; a broken reload keeps the last good one), the directory store, this
-replica's tenant cache, the token file, the audit trail (the Auditor and its listeners), the
-seat history and its recorder, the two-step service and the forward-auth JWT verifier. It
+replica's tenant cache, the token file, the audit trail (the Auditor and its listeners, new
+devices), the seat history and its recorder, the two-step service and the forward-auth JWT
+verifier, the webhook worker. It
 subscribes the audit and billing listeners to checks and writes itself. ``start()`` starts every
 thread (the change-log follower, the audit shipper); ``stop()`` stops them and closes Redis.
 
@@ -25,6 +26,7 @@ from sidecar import metrics
 from sidecar.audit import Auditor
 from sidecar.audit.archiver import Archiver
 from sidecar.audit.listeners import CheckEvents, WriteEvents
+from sidecar.audit.logins import NewDevices
 from sidecar.billing import SeatRecorder
 from sidecar.config import Settings
 from sidecar.forward_auth.jwt_auth import JwtVerifier, load_verifier
@@ -42,6 +44,7 @@ from sidecar.store.directory import DirectoryStore
 from sidecar.store.health import RedisHealth, RedisWatch, readiness
 from sidecar.store.replica import Replica
 from sidecar.store.seat_history import SeatHistory
+from sidecar.store.seen_devices import SeenDevices
 from sidecar.store.spool import Spool
 from sidecar.store.webhooks import WebhookStore
 from sidecar.tokens import TokenFile
@@ -92,9 +95,11 @@ class Runtime:
         self.two_step = TwoStep(settings, self.redis, self.directory, Trail(self.auditor, self.directory))
         self.jwt_verifier: JwtVerifier | None = load_verifier(settings)  # None: forward-auth answers 503
         self.webhooks = WebhookService(WebhookStore(self.redis), WebhookPolicy.from_settings(settings))
+        # login.new_device: allowed login checks (a listener) and reported logins (api/audit_events)
+        self.new_devices = NewDevices(self.auditor, SeenDevices(self.redis), self.directory)
         # Listeners of checks and writes: the core publishes records, unaware of audit and seats.
         self.after_check: list[Callable[[CheckRecord], None]] = [
-            CheckEvents(self.auditor, lambda: self.bundle, self.replica)]
+            CheckEvents(self.auditor, lambda: self.bundle, self.replica), self.new_devices]
         self.after_write: list[Callable[[WriteRecord], None]] = [
             WriteEvents(self.auditor), SeatRecorder(self.replica, self.seat_history, settings)]
 

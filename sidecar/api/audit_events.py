@@ -1,7 +1,9 @@
 """Audit events in (scope ``audit``): ``POST /v1/audit/events``.
 
 An upstream service reports what it saw happen; 202 ``{"id"}`` only once the event is durable
-(in Redis, or fsync'd in this process's spool), else 503.
+(in Redis, or fsync'd in this process's spool), else 503. A successful ``login`` event from a
+device id never seen for the employee also records ``login.new_device``
+(:mod:`sidecar.audit.logins`).
 
 Imports: Flask, the api edge and auth, :mod:`sidecar.audit.events`.
 """
@@ -53,11 +55,16 @@ def report_event() -> Any:
     if details is not None and len(orjson.dumps(details)) > MAX_DETAILS_BYTES:
         raise BadRequest(f"details must be at most {MAX_DETAILS_BYTES} bytes of JSON", field="details")
     chain = _known_log(location, chain)
-    event_id = current_runtime().auditor.emit(category=category, action=action, outcome=outcome, employee=employee,
-                          location=location, chain=chain, object=_flat(body, "object"), device=_flat(body, "device"),
-                          ip=text_field(body, "ip", 64, required=False, printable=True),
-                          request_id=text_field(body, "request_id", 128, required=False, printable=True)
-                          or g.get("request_id"), details=details)
+    runtime = current_runtime()
+    device = _flat(body, "device")
+    ip = text_field(body, "ip", 64, required=False, printable=True)
+    request_id = text_field(body, "request_id", 128, required=False, printable=True) or g.get("request_id")
+    event_id = runtime.auditor.emit(category=category, action=action, outcome=outcome, employee=employee,
+                                    location=location, chain=chain, object=_flat(body, "object"), device=device,
+                                    ip=ip, request_id=request_id, details=details)
+    # A successful login from a device never seen for this employee also records login.new_device.
+    runtime.new_devices.reported(category=category, action=action, outcome=outcome, employee=employee,
+                                 device=device, ip=ip, request_id=request_id, location=location)
     return reply({"id": event_id}, 202)
 
 
