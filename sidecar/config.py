@@ -46,7 +46,8 @@ class Settings:
     redis_wait_timeout_s: float = 1.0  # how long a write waits for them before answering 503
     stale_max_s: float = 30.0  # /readyz stays 200 (degraded) this long into a Redis outage
     bootstrap_token_file: Path | None = None  # the first token goes here (0600), never to a log
-    webhook_allow_http: tuple[str, ...] = ()  # hosts a webhook may reach over plain http://
+    webhook_allow_http: tuple[str, ...] = ()  # hosts a webhook may reach over plain http:// (any address)
+    webhook_allow_private: tuple[str, ...] = ()  # https:// hosts allowed to resolve to non-public addresses
     webhook_timeout_s: float = 5.0
     webhook_max_attempts: int = 12
     webhook_backoff_s: float = 1.0
@@ -133,6 +134,8 @@ class Settings:
             bootstrap_token_file=Path(bootstrap) if (bootstrap := text("SIDECAR_BOOTSTRAP_TOKEN_FILE")) else None,
             webhook_allow_http=tuple(h.strip() for h in (text("SIDECAR_WEBHOOK_ALLOW_HTTP") or "").split(",")
                                      if h.strip()),
+            webhook_allow_private=tuple(h.strip() for h in (text("SIDECAR_WEBHOOK_ALLOW_PRIVATE") or "").split(",")
+                                        if h.strip()),
             webhook_timeout_s=number("SIDECAR_WEBHOOK_TIMEOUT_S", 5.0, minimum=0.1),
             webhook_max_attempts=int(number("SIDECAR_WEBHOOK_MAX_ATTEMPTS", 12, minimum=1, integer=True)),
             webhook_backoff_s=number("SIDECAR_WEBHOOK_BACKOFF_S", 1.0, minimum=0.01),

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from sidecar.app import create_app
-from sidecar.webhooks import signing
+from sidecar.webhooks import rules, service, signing
 from tests.audit_support import report, seed
 from tests.conftest import Api, make_settings, make_tokens
 from tests.webhook_receiver import Receiver
@@ -258,3 +258,99 @@ def test_signature_verification() -> None:
     assert not signing.verify("another-secret-0000", header, body, now=1_700_000_010)
     assert not signing.verify(SECRET, header, body, now=1_700_001_000)  # too old: a replay
     assert not signing.verify(SECRET, "garbage", body)
+
+
+# -- SSRF: addresses ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("url", [
+    "https://127.0.0.1/x", "https://localhost/x", "https://10.1.2.3/", "https://172.16.0.9/", "https://192.168.1.1/",
+    "https://169.254.169.254/latest/meta-data", "https://0.0.0.0/", "https://100.64.0.1/", "https://224.0.0.1/",
+    "https://[::1]/", "https://[::ffff:127.0.0.1]/", "https://[fe80::1]/", "https://[fd00::1]/", "https://[::]/",
+    "http://localhost:9/x",  # not allow-listed for http either
+])
+def test_urls_resolving_to_internal_addresses_are_refused(hook_api, url) -> None:
+    seed(hook_api)
+    answer = hook_api.put("/v1/chains/ch-1/webhooks/soc", {"url": url, "categories": ["export"], "secret": SECRET},
+                          scope="security")
+    assert answer.status_code == 400, answer.get_json()
+    assert answer.get_json()["error"]["code"] == "unsafe_url" and answer.get_json()["error"]["field"] == "url"
+
+
+def test_public_and_unresolvable_hosts_are_accepted_at_subscribe_time(hook_api) -> None:
+    seed(hook_api)
+    for url in ("https://93.184.216.34/hooks", "https://[2606:4700::1111]/hooks", "https://hooks.invalid/x"):
+        answer = hook_api.put("/v1/chains/ch-1/webhooks/soc", {"url": url, "categories": ["export"],
+                                                               "secret": SECRET}, scope="security")
+        assert answer.status_code == 200, (url, answer.get_json())
+
+
+def test_allow_private_names_an_internal_https_host(tmp_path, app_factory) -> None:
+    settings = make_settings(tmp_path, webhook_allow_private=("LocalHost",))
+    api = Api(app_factory(settings), make_tokens(settings))
+    seed(api)
+    ok = api.put("/v1/chains/ch-1/webhooks/soc", {"url": "https://localhost:8443/x", "categories": ["export"],
+                                                  "secret": SECRET}, scope="security")
+    assert ok.status_code == 200, ok.get_json()
+    plain = api.put("/v1/chains/ch-1/webhooks/soc", {"url": "http://localhost:8443/x", "categories": ["export"],
+                                                     "secret": SECRET}, scope="security")
+    assert plain.status_code == 400  # http:// still needs SIDECAR_WEBHOOK_ALLOW_HTTP
+    other = api.put("/v1/chains/ch-1/webhooks/soc", {"url": "https://127.0.0.1:8443/x", "categories": ["export"],
+                                                     "secret": SECRET}, scope="security")
+    assert other.status_code == 400  # only the named host
+
+
+def test_the_address_is_checked_again_at_delivery(tmp_path, app_factory) -> None:
+    """Subscribed while the host was allowed; the delivering worker resolves it again and refuses."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    allowed = make_settings(tmp_path / "a", webhook_allow_private=("localhost",))
+    subscriber = Api(app_factory(allowed, start=False), make_tokens(allowed))  # no worker: it delivers nothing
+    seed(subscriber)
+    receiver = Receiver().start()
+    try:
+        subscribe(subscriber, f"https://localhost:{receiver.port}/hooks")
+        strict = make_settings(tmp_path / "b", webhook_backoff_s=0.05, webhook_max_backoff_s=0.1)
+        api = Api(app_factory(strict), make_tokens(strict))
+        export(api, 1)
+        wait_until(lambda: deliveries(api)["dead"] == 1)
+        (dead,) = deliveries(api)["dead_letters"]
+        assert dead["attempts"] == 1 and "resolves to a loopback address (127.0.0.1)" in dead["last_error"]
+        assert receiver.received() == []
+    finally:
+        receiver.stop()
+
+
+def test_a_host_that_does_not_resolve_is_retried_then_dead(tmp_path, app_factory) -> None:
+    settings = make_settings(tmp_path, webhook_backoff_s=0.05, webhook_max_backoff_s=0.1, webhook_max_attempts=2)
+    api = Api(app_factory(settings), make_tokens(settings))
+    seed(api)
+    subscribe(api, "https://hooks.invalid/x")
+    export(api, 1)
+    wait_until(lambda: deliveries(api)["dead"] == 1)
+    (dead,) = deliveries(api)["dead_letters"]
+    assert dead["attempts"] == 2 and dead["last_error"].startswith("cannot resolve hooks.invalid")
+
+
+def test_a_pinned_connection_goes_to_the_checked_address_with_the_host_name() -> None:
+    receiver = Receiver().start()
+    try:
+        connection = service.connect_to("http", "hooks.invalid", receiver.port, "127.0.0.1", 5.0)
+        try:
+            connection.request("POST", "/hooks/sidecar", body=b"{}", headers={"Content-Type": "application/json"})
+            assert connection.getresponse().status == 204
+        finally:
+            connection.close()
+        (got,) = receiver.received()
+        assert got["headers"]["Host"] == f"hooks.invalid:{receiver.port}"  # never resolved: the address was used
+        assert isinstance(service.connect_to("https", "h.example", 443, "93.184.216.34", 5.0),
+                          service.PinnedHTTPSConnection)
+    finally:
+        receiver.stop()
+
+
+@pytest.mark.parametrize(("address", "reason"), [
+    ("127.0.0.1", "loopback"), ("10.0.0.1", "private"), ("169.254.169.254", "link-local"), ("0.0.0.0", "unspecified"),  # noqa: S104
+    ("::ffff:10.0.0.1", "private"), ("fe80::1%eth0", "link-local"), ("100.64.0.1", "not public"),
+    ("93.184.216.34", None), ("2606:4700::1111", None),
+])
+def test_unsafe_address(address, reason) -> None:
+    assert rules.unsafe_address(address) == reason

@@ -60,7 +60,9 @@ def _public(subscription: Subscription) -> dict[str, Any]:
 
 def _put(log: str, name: str) -> Response:
     check_ids(name=name)
-    url, categories, actions, secret = rules.check_body(json_body(), current_runtime().settings.webhook_allow_http)
+    settings = current_runtime().settings
+    url, categories, actions, secret = rules.check_body(json_body(), settings.webhook_allow_http,
+                                                        settings.webhook_allow_private)
     now = datetime.now(UTC)
     subscription = Subscription(name, url, tuple(categories), tuple(actions), secret,
                                 f"{now:%Y-%m-%dT%H:%M:%S}.{now.microsecond // 1000:03d}Z")

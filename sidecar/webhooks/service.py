@@ -13,8 +13,12 @@ never followed, a 4xx or 5xx) is retried after ``backoff_s * 2**attempt`` second
 last error. With the defaults (1 s doubling to 60 s, 12 attempts) a receiver may be away for
 about six minutes and miss nothing. A worker that dies mid-attempt leaves its claimed
 deliveries to come due again when their lease ends. A URL that no longer passes the SSRF rule
-(the allow-list changed) is a dead letter at once; a deleted subscription's deliveries are
-cancelled.
+(the allow-list changed, or its host now resolves to a private, loopback or link-local
+address) is a dead letter at once; a host that does not resolve is a failed attempt (retried).
+Each attempt resolves the host itself and connects to the address it checked
+(:class:`PinnedHTTPConnection`, :class:`PinnedHTTPSConnection`: TLS still verifies the
+certificate against the host name), so DNS rebinding cannot steer a delivery inside. A deleted
+subscription's deliveries are cancelled.
 
 Imports: the webhook store, rules and signing, config, errors.
 """
@@ -22,6 +26,8 @@ Imports: the webhook store, rules and signing, config, errors.
 from __future__ import annotations
 
 import http.client
+import socket
+import ssl
 import threading
 import time
 import weakref
@@ -52,11 +58,13 @@ class Policy:
     max_attempts: int
     backoff_s: float
     max_backoff_s: float
+    allow_private: frozenset[str] = frozenset()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
         return cls(frozenset(settings.webhook_allow_http), settings.webhook_timeout_s, settings.webhook_max_attempts,
-                   settings.webhook_backoff_s, settings.webhook_max_backoff_s)
+                   settings.webhook_backoff_s, settings.webhook_max_backoff_s,
+                   frozenset(settings.webhook_allow_private))
 
     def delay_s(self, attempts: int) -> float:
         """How long after a failed attempt (``attempts`` made so far, >= 1) the next one comes."""
@@ -127,12 +135,23 @@ class WebhookService:
         if subscription is None:
             self.store.finish(delivery, "cancelled", status=None, error="the subscription was deleted", now_ms=now_ms())
             return
+        address: str | None = None
+        status: int | None = None
+        error: str | None
         try:
             rules.check_url(subscription.url, self.policy.allow_http)
+            parts = urlsplit(subscription.url)
+            host = parts.hostname or ""
+            if not rules.trusted(host, self.policy.allow_http, self.policy.allow_private):
+                address = rules.resolve_public(host, parts.port or (443 if parts.scheme == "https" else 80))
         except BadRequest as exc:
             self.store.finish(delivery, "dead", status=None, error=exc.message, now_ms=now_ms())
+            log.warning("webhook_refused", delivery=delivery.id, error=exc.message)
             return
-        status, error = self._post(subscription, delivery)
+        except rules.Unresolvable as exc:
+            error = str(exc)[:500]
+        else:
+            status, error = self._post(subscription, delivery, address)
         finished = now_ms()
         if error is None:
             self.store.finish(delivery, "delivered", status=status, error=None, now_ms=finished)
@@ -146,15 +165,16 @@ class WebhookService:
         self.store.retry_later(delivery, at_ms=finished + int(self.policy.delay_s(made) * 1000), status=status,
                                error=error, now_ms=finished)
 
-    def _post(self, subscription: Subscription, delivery: Delivery) -> tuple[int | None, str | None]:
-        """(status, error): error is None for a 2xx answer."""
+    def _post(self, subscription: Subscription, delivery: Delivery,
+              address: str | None) -> tuple[int | None, str | None]:
+        """(status, error): error is None for a 2xx answer. ``address``: connect there (checked), not
+        to whatever the host name resolves to by then; None for a host the operator named."""
         parts = urlsplit(subscription.url)
-        connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = {"Content-Type": "application/json", "User-Agent": "sidecar-webhooks/1",
                    signing.HEADER: signing.sign(subscription.secret, delivery.body, int(time.time())),
                    "X-Sidecar-Event-Id": delivery.id.rsplit("/", 1)[-1], "X-Sidecar-Delivery": delivery.id}
-        connection = connection_class(parts.hostname or "", parts.port, timeout=self.policy.timeout_s)
+        connection = connect_to(parts.scheme, parts.hostname or "", parts.port, address, self.policy.timeout_s)
         try:
             connection.request("POST", path, body=delivery.body, headers=headers)
             response = connection.getresponse()
@@ -169,6 +189,47 @@ class WebhookService:
         if 300 <= status < 400:
             return status, f"HTTP {status}: redirects are not followed"
         return status, f"HTTP {status}"
+
+
+class PinnedHTTPConnection(http.client.HTTPConnection):
+    """HTTP to ``host`` (its ``Host`` header) over a connection to ``address``, a checked address."""
+
+    def __init__(self, host: str, port: int | None, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to ``host`` over a connection to ``address``: SNI and certificate checks use ``host``."""
+
+    def __init__(self, host: str, port: int | None, address: str, timeout: float,
+                 context: ssl.SSLContext | None = None) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+        self.tls = context or ssl.create_default_context()
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        try:
+            self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+
+
+def connect_to(scheme: str, host: str, port: int | None, address: str | None,
+               timeout_s: float) -> http.client.HTTPConnection:
+    """A connection for one delivery: pinned to ``address`` when given."""
+    if address is None:
+        if scheme == "https":
+            return http.client.HTTPSConnection(host, port, timeout=timeout_s)
+        return http.client.HTTPConnection(host, port, timeout=timeout_s)
+    if scheme == "https":
+        return PinnedHTTPSConnection(host, port, address, timeout_s)
+    return PinnedHTTPConnection(host, port, address, timeout_s)
 
 
 def stop_all() -> None:
