@@ -22,7 +22,7 @@ def create_app(settings: Settings | None = None, *, redis_url: str | None = None
     url = redis_url or settings.redis_url
     if url is None:
         raise SidecarError("no Redis URL: `sidecar serve` starts the embedded Redis and passes it in")
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the console serves its own assets under /console/static
     runtime = Runtime(settings, url)
     api.register(app, runtime)
     app.wsgi_app = DecisionRoutes(app.wsgi_app, runtime)  # type: ignore[method-assign]  # the WSGI fast path

@@ -192,8 +192,11 @@ class Route:
     status: int = 200
     errors: tuple[int, ...] = ()
     query: dict[str, dict[str, Any]] = field(default_factory=dict)
-    content_type: str = "application/json"
+    content_type: str = "application/json"  # of the success answer; "" for none (a redirect)
     path_schema: dict[str, Any] = field(default_factory=lambda: _ID)
+    error_type: str = "application/json"  # the console answers its refusals as HTML pages
+    form: Schema | None = None  # an application/x-www-form-urlencoded body (the console's sign-in)
+    auth: str | None = None  # x-auth: how a route without a token scope knows its caller
 
 
 _SCOPE_QUERY: dict[str, Schema] = {"location": _ID, "chain": _ID}
@@ -336,6 +339,42 @@ for _kind in ("chain", "location"):
               response="Webhooks", errors=(400, 404, 409, 503)),
     ]
 
+# Issue 15: the web console (HTML). No token scope: an employee JWT (the forward-auth key) as
+# Authorization: Bearer, or the HttpOnly cookie of POST /console/session; refusals are HTML pages.
+_CONSOLE_AUTH = "employee JWT: Authorization: Bearer, or the sidecar_console cookie (POST /console/session)"
+_CONSOLE_PAGE: dict[str, Any] = {"scope": None, "response": None, "content_type": "text/html",
+                                 "error_type": "text/html", "auth": _CONSOLE_AUTH}
+_CONSOLE_FILTERS: dict[str, Schema] = {
+    "category": {"type": "string"}, "employee": {"type": "string"}, "action": {"type": "string"},
+    "since": {"type": "string"}, "until": {"type": "string"}, "exclude": {"type": "string"}}
+ROUTES += [
+    Route("get", "/console/", summary="The console: the signed-in employee's places (401: the sign-in page)",
+          errors=(401, 503), **_CONSOLE_PAGE),
+    Route("post", "/console/session", None, "Sign in: an employee JWT (form field token) for an HttpOnly, "
+          "SameSite=Strict cookie; 303 to /console/", response=None, status=303, content_type="",
+          error_type="text/html", errors=(401, 403, 503),
+          form=_object(["token"], token={"type": "string"})),
+    Route("post", "/console/session/end", None, "Sign out: the cookie is cleared; 303 to /console/",
+          response=None, status=303, content_type="", error_type="text/html", errors=(403,)),
+    Route("get", "/console/static/{filename}", None, "The console's stylesheet", response=None,
+          content_type="text/css", errors=(404,), path_schema={"type": "string", "minLength": 1}),
+    Route("get", "/console/locations/{location}/rights",
+          summary="An employee's effective rights at a location (access:manage there)", errors=(401, 403, 404, 503),
+          query={"employee": {"type": "string"}}, **_CONSOLE_PAGE),
+]
+for _kind in ("chain", "location"):
+    ROUTES += [
+        Route("get", f"/console/{_kind}s/{{{_kind}}}/security",
+              summary=f"A {_kind}'s Security section: filters, paging (security_log:read)",
+              errors=(401, 403, 404, 503), query={**_CONSOLE_FILTERS, "cursor": {"type": "string"}}, **_CONSOLE_PAGE),
+        Route("get", f"/console/{_kind}s/{{{_kind}}}/security.csv",
+              summary=f"A {_kind}'s security events as CSV (security_log:export, two-step session)",
+              errors=(401, 403, 404, 503), query=_CONSOLE_FILTERS,
+              **{**_CONSOLE_PAGE, "content_type": "text/csv"}),
+        Route("get", f"/console/{_kind}s/{{{_kind}}}/seats", summary=f"A {_kind}'s seats with reasons (billing:manage)",
+              errors=(401, 403, 404, 503), **_CONSOLE_PAGE),
+    ]
+
 # Forward-auth answers any method: nginx and Traefik send the original request in headers,
 # Envoy's ext_authz forwards the request itself under the prefix (/v1/forward-auth/<original path>).
 ROUTES += [
@@ -347,8 +386,10 @@ ROUTES += [
 
 
 def _operation(route: Route) -> dict[str, Any]:
-    success: dict[str, Any] = {"description": "OK"}
-    if route.response is not None:
+    success: dict[str, Any] = {"description": "OK" if route.status < 300 else "Redirect"}
+    if not route.content_type:
+        pass
+    elif route.response is not None:
         success["content"] = {route.content_type: {"schema": _ref(route.response)}}
     elif route.content_type != "application/json":
         success["content"] = {route.content_type: {"schema": {"type": "string"}}}
@@ -361,13 +402,15 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.request is not None:
         errors |= {413}
     for status in sorted(errors):
-        responses[str(status)] = {"description": _ERROR_TEXT[status],
-                                  "content": {"application/json": {"schema": _ref("Error")}}}
+        schema = _ref("Error") if route.error_type == "application/json" else {"type": "string"}
+        responses[str(status)] = {"description": _ERROR_TEXT[status], "content": {route.error_type: {"schema": schema}}}
     operation: dict[str, Any] = {"summary": route.summary, "operationId": _operation_id(route),
                                  "responses": responses}
     if route.scope is not None:
         operation["security"] = [{"bearer": []}]
         operation["x-scope"] = route.scope
+    if route.auth is not None:
+        operation["x-auth"] = route.auth
     parameters = [{"name": p, "in": "path", "required": True, "schema": route.path_schema}
                   for p in (part[1:-1] for part in route.path.split("/") if part.startswith("{"))]
     parameters += [{"name": name, "in": "query", "required": False, "schema": schema}
@@ -377,6 +420,9 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.request is not None:
         operation["requestBody"] = {"required": True,
                                     "content": {"application/json": {"schema": _ref(route.request)}}}
+    if route.form is not None:
+        operation["requestBody"] = {"required": True,
+                                    "content": {"application/x-www-form-urlencoded": {"schema": route.form}}}
     return operation
 
 

@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from sidecar.api import (
     audit_events,
     billing,
+    console,
     directory,
     forward_auth,
     health,
@@ -68,6 +69,7 @@ def register(app: Flask, runtime: Runtime) -> None:
         mfa.bp,                                          # two-step challenges, devices
         tokens.bp,                                       # service tokens: create, list, revoke, their trail
         webhooks.bp,                                     # webhook subscriptions of chains and locations
+        console.bp,                                      # /console/: the web console (HTML, employee JWT)
         forward_auth.blueprint(app, runtime.settings),   # /v1/forward-auth (prefix from settings)
     ):
         app.register_blueprint(blueprint)
