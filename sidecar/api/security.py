@@ -182,7 +182,7 @@ def query_from(args: MultiDict[str, str], only_location: str | None) -> Query:
     action = args.get("action")
     if action is not None:
         matching(action, ACTION_NAME, "action")
-    excluded = sorted({name for raw in args.getlist("exclude") for name in raw.split(",")})
+    excluded = sorted({name for raw in args.getlist("exclude") for name in raw.split(",") if name})
     if len(excluded) > MAX_EXCLUDED:
         raise BadRequest(f"exclude may name at most {MAX_EXCLUDED} actions", field="exclude")
     for name in excluded:

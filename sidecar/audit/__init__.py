@@ -3,6 +3,7 @@
     events.py     events as values: categories, new_event, scrubbing secrets, contract device fields
     auditor.py    Auditor: the durable writer, its shipper thread, start() / stop()
     listeners.py  CheckEvents / WriteEvents: turn the runtime's checks and writes into events
+    logins.py     NewDevices: login.new_device, once per (employee, device), from checks and reports
     query.py      the read side for the Security section: Query, search() (Redis, then the archive)
     archiver.py   Archiver: moves events past the hot period to PostgreSQL; reading and verifying across both
 
@@ -23,7 +24,7 @@ While a process has spooled events waiting, its new events queue behind them in 
 an event going to Redis first ships this process's pending check events: a log stays in order.
 Secrets never reach either sink.
 
-Inside, imports point one way: events <- auditor <- listeners (query stands alone). The package
+Inside, imports point one way: events <- auditor <- listeners, logins (query stands alone). The package
 imports policy, store, errors and metrics, never the runtime or the web layer: the runtime
 builds the Auditor and subscribes the listeners.
 """
