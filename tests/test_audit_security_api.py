@@ -115,7 +115,8 @@ def test_an_event_has_every_contract_field(api) -> None:
     report(api)
     event = look(api, CHAIN_ROUTE, viewer="boss", category="login").get_json()["events"][0]
     assert set(event) == {"id", "time", "location", "chain", "employee", "action", "category", "outcome", "object",
-                          "device", "ip", "request_id", "details", "prev_hash", "hash"}
+                          "device", "ip", "request_id", "details", "prev_hash", "hash",
+                          "employee_name"}  # the name at the time (issue 15; an addition to the contract)
     assert event["time"].endswith("Z")
 
 

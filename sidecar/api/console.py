@@ -47,8 +47,8 @@ from flask import Blueprint, Response, g, redirect, render_template, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as BaseResponse
 
-from sidecar.api import security
 from sidecar.api.context import current_runtime
+from sidecar.api.security import chain_section, csv_response, location_section, page, query_from, record_look, refusal
 from sidecar.audit.events import CATEGORIES
 from sidecar.errors import BadRequest, SidecarError
 from sidecar.forward_auth.jwt_auth import Identity, InvalidToken, JwtVerifier
@@ -204,7 +204,7 @@ def _place(runtime: Runtime, kind: str, place_id: str) -> Place:
 
 def _may(runtime: Runtime, who: Identity, place: Place, right: str) -> str | None:
     """None if the employee holds ``right`` at every location of the place, else why not."""
-    return security.refusal(runtime, who.employee, list(place.locations), right, who.mfa)
+    return refusal(runtime, who.employee, list(place.locations), right, who.mfa)
 
 
 def _require(runtime: Runtime, who: Identity, place: Place, right: str) -> None:
@@ -245,25 +245,25 @@ def _events_section(kind: str, place_id: str, *, as_csv: bool) -> Any:
     who = _who()
     runtime = current_runtime()
     place = _place(runtime, kind, place_id)
-    section = (security.location_section(runtime, place_id) if kind == "location"
-               else security.chain_section(runtime, place_id))
+    section = (location_section(runtime, place_id) if kind == "location"
+               else chain_section(runtime, place_id))
     right = "security_log:export" if as_csv else "security_log:read"
     why_not = _may(runtime, who, place, right)
     given: MultiDict[str, str] = MultiDict([(k, v) for k, v in request.args.items(multi=True) if v])  # empty fields
     filters = {k: ",".join(given.getlist(k)) for k in EVENT_FILTERS if k in given}
-    security.record_look(runtime, section, who.employee, right, why_not, filters=filters,
+    record_look(runtime, section, who.employee, right, why_not, filters=filters,
                          details={"format": "csv" if as_csv else "html", "via": "console", "mfa": who.mfa})
     if why_not:
         needs = " with a two-step session" if why_not.startswith("mfa_required") else ""
         raise ConsoleRefusal(403, "Not allowed", f"You need {right}{needs} at {kind} {place_id} to see this "
                                                  f"({why_not.replace('_', ' ')}).")
     try:
-        query = security.query_from(given, section.only_location)
+        query = query_from(given, section.only_location)
     except BadRequest as exc:
         raise ConsoleRefusal(400, "Bad filter", exc.message) from None
     if as_csv:
-        return security.csv_response(runtime, section, query)
-    events, next_cursor = security.page(runtime, section.log_id, query, PAGE_SIZE)
+        return csv_response(runtime, section, query)
+    events, next_cursor = page(runtime, section.log_id, query, PAGE_SIZE)
     for event in events:
         event["who"] = event.get("employee_name") or _name(place.engine, event.get("employee"))
     older = f"{place.path}/security?{urlencode({**filters, 'cursor': next_cursor})}" if next_cursor else None
