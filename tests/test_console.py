@@ -24,7 +24,8 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import Select, WebDriverWait
 from werkzeug.serving import make_server
 
 from tests.audit_support import read_log, report, seed, shipped
@@ -206,8 +207,16 @@ def sign_in(driver: Any, base: str, employee: str, *, mfa: bool = True) -> str:
     assert driver.find_element(By.ID, "signin")
     jwt_text = token(employee, mfa=mfa)
     driver.find_element(By.ID, "token").send_keys(jwt_text)
-    driver.find_element(By.CSS_SELECTOR, "#signin button").click()
+    navigate(driver, By.CSS_SELECTOR, "#signin button")
     return jwt_text
+
+
+def navigate(driver: Any, by: str, selector: str) -> None:
+    """Click what loads a new page, and wait until the new page has replaced the old one."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(by, selector).click()
+    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def rows(driver: Any) -> list[str]:
@@ -243,23 +252,23 @@ def test_sign_in_filter_page_download_and_look_around(served, browser, tmp_path:
     assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict" and cookie["path"] == "/console"
     assert browser.execute_script("return document.cookie") == ""  # HttpOnly: no script could read it anyway
 
-    browser.find_element(By.CSS_SELECTOR, 'a[href="/console/chains/ch-1/security"]').click()
+    navigate(browser, By.CSS_SELECTOR, 'a[href="/console/chains/ch-1/security"]')
     visited.append(browser.current_url)
     first, first_ids = rows(browser), row_ids(browser)
     assert len(first) == 50 and any("Eva Stylist" in r for r in first)
     browser.save_screenshot(str(out / "console-security.png"))
-    browser.find_element(By.ID, "older").click()
+    navigate(browser, By.ID, "older")
     visited.append(browser.current_url)
     second = row_ids(browser)
     assert second and not set(second) & set(first_ids)
     assert "cursor=" in browser.current_url
-    browser.find_element(By.ID, "newest").click()
+    navigate(browser, By.ID, "newest")
     visited.append(browser.current_url)
     assert any("security_log:read" in r for r in rows(browser))  # this very paging was recorded
 
     Select(browser.find_element(By.ID, "category")).select_by_value("security")
     browser.find_element(By.ID, "exclude").click()  # hide page views
-    browser.find_element(By.ID, "apply").click()
+    navigate(browser, By.ID, "apply")
     visited.append(browser.current_url)
     assert "exclude=security_log" in browser.current_url
     assert all("security_log:read" not in r for r in rows(browser))
@@ -267,7 +276,7 @@ def test_sign_in_filter_page_download_and_look_around(served, browser, tmp_path:
     browser.get(base + "/console/chains/ch-1/security")
     Select(browser.find_element(By.ID, "category")).select_by_value("export")
     browser.find_element(By.ID, "action").send_keys("clients.export_finished")
-    browser.find_element(By.ID, "apply").click()
+    navigate(browser, By.ID, "apply")
     visited.append(browser.current_url)
     filtered = rows(browser)
     assert len(filtered) == 7 and all("clients.export_finished" in r for r in filtered)
@@ -289,7 +298,7 @@ def test_sign_in_filter_page_download_and_look_around(served, browser, tmp_path:
 
     browser.get(base + "/console/locations/l-1/rights")
     Select(browser.find_element(By.ID, "employee")).select_by_value("e-1")
-    browser.find_element(By.ID, "show").click()
+    navigate(browser, By.ID, "show")
     visited.append(browser.current_url)
     held = browser.find_element(By.ID, "rights").text
     assert "appointment:create" in held and "login:password" in held and "billing:manage" not in held
@@ -297,7 +306,7 @@ def test_sign_in_filter_page_download_and_look_around(served, browser, tmp_path:
     no_csp_violation(browser)
     assert all(secret not in url and "token" not in url for url in visited), visited
 
-    browser.find_element(By.CSS_SELECTOR, ".signout button").click()
+    navigate(browser, By.CSS_SELECTOR, ".signout button")
     assert browser.find_element(By.ID, "signin")
     assert browser.get_cookie("sidecar_console") is None
     browser.get(base + "/console/chains/ch-1/security")
