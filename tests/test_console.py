@@ -119,6 +119,9 @@ def test_the_proxy_bearer_header_and_the_cookie_session(served) -> None:
     assert status == 303 and headers["Location"] == "/console/"
     cookie = headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console" in cookie
+    assert "Secure" not in cookie  # plain http: a browser would not keep a Secure cookie
+    behind_tls = fetch(base + "/console/session", data=form, headers={**FORM, "X-Forwarded-Proto": "https"})[1]
+    assert "; Secure" in behind_tls["Set-Cookie"]
     session = cookie.split(";", 1)[0]
     assert fetch(base + "/console/chains/ch-1/seats", headers={"Cookie": session})[0] == 200
     # a cross-site form cannot sign someone in (login CSRF), nor sign them out

@@ -14,7 +14,8 @@ Flask templates (``sidecar/templates/console``), no build step, no CDN: every as
 **Who.** An employee JWT, verified with the forward-auth key (``SIDECAR_JWT_SECRET`` /
 ``SIDECAR_JWT_PUBLIC_KEY``, the runtime's verifier): ``Authorization: Bearer`` when the
 platform's proxy adds it, else the ``sidecar_console`` cookie set by ``POST /console/session``
-(HttpOnly, SameSite=Strict, Path=/console, Secure over HTTPS, expiring with the JWT). Without a
+(HttpOnly, SameSite=Strict, Path=/console, Secure over HTTPS or behind a proxy that says
+``X-Forwarded-Proto: https``, expiring with the JWT). Without a
 valid one every page is a 401 sign-in page with no data. ``amr`` containing ``mfa`` is a
 two-step session. Without a configured key every page is 503.
 
@@ -155,7 +156,7 @@ def sign_in() -> BaseResponse:
         raise ConsoleRefusal(401, "Sign in", f"That token is not valid ({exc.reason.replace('_', ' ')}).") from None
     response = redirect("/console/", code=303)
     response.set_cookie(COOKIE, token, max_age=max(0, int(identity.expires_at - time.time())), path="/console",
-                        httponly=True, samesite="Strict", secure=request.is_secure)
+                        httponly=True, samesite="Strict", secure=_https())
     return response
 
 
@@ -163,8 +164,14 @@ def sign_in() -> BaseResponse:
 def sign_out() -> BaseResponse:
     _same_origin()
     response = redirect("/console/", code=303)
-    response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="Strict", secure=request.is_secure)
+    response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="Strict", secure=_https())
     return response
+
+
+def _https() -> bool:
+    """Served over HTTPS, here or at the proxy in front (``X-Forwarded-Proto: https``): the cookie is
+    ``Secure``. Trusting the header is safe: it can only make the cookie stricter."""
+    return request.is_secure or request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip() == "https"
 
 
 # -- places --------------------------------------------------------------------------------------------
