@@ -248,7 +248,7 @@ def test_sign_in_filter_page_download_and_look_around(served, browser, tmp_path:
     secret = sign_in(browser, base, "boss")
     visited = [browser.current_url]
     assert browser.current_url == base + "/console/", browser.find_element(By.TAG_NAME, "main").text
-    assert "boss" in browser.find_element(By.ID, "who").text
+    assert browser.find_element(By.ID, "who").text == "Boris Owner (boss) · two-step"
     assert "chain ch-1" in browser.find_element(By.ID, "places").text
     browser.save_screenshot(str(out / "console-home.png"))
     cookie = browser.get_cookie("sidecar_console")

@@ -38,6 +38,7 @@ Imports: Flask, the api context and Security-section helpers, policy values, the
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,12 @@ def _sidecar_error(error: SidecarError) -> Response:
     return _refused(ConsoleRefusal(status, "Cannot show this page", error.message))
 
 
+@bp.context_processor
+def _signed_in() -> dict[str, Any]:
+    """Every page's header: who is signed in, by name when the directory has one."""
+    return {"who_name": g.get("who_name")}
+
+
 @bp.after_request
 def _headers(response: Response) -> Response:
     response.headers["Content-Security-Policy"] = CSP
@@ -125,6 +132,9 @@ def _who() -> Identity:
         raise ConsoleRefusal(401, "Sign in", f"Your session is not valid ({exc.reason.replace('_', ' ')}); "
                                              "sign in again.") from None
     g.who = identity
+    with contextlib.suppress(SidecarError):  # the header shows the name; Redis away: the id only
+        person = current_runtime().directory.employee(identity.employee)
+        g.who_name = person.name if person is not None else None
     return identity
 
 
