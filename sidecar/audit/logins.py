@@ -1,7 +1,7 @@
 """New devices: the first login of an employee from a device id records ``login.new_device``.
 
-A login is an allowed check of a ``login:*`` right (``/v1/check``, batch, forward-auth) whose
-``context.device.id`` is set, or an event reported at ``POST /v1/audit/events`` with category
+A login is an allowed check of a ``login:*`` right (``/v1/check``, batch; forward-auth carries no
+device id) whose ``context.device.id`` is set, or an event reported at ``POST /v1/audit/events`` with category
 ``login``, a successful outcome (``success``, ``succeeded``, ``allowed``, ``ok``) and a
 ``device.id``. The first time a device id is seen for that employee
 (:class:`~sidecar.store.seen_devices.SeenDevices`, one ``SADD``: exactly one worker wins), an
