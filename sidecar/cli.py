@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sidecar import logs
 from sidecar.api.migration import after_migration
@@ -24,10 +25,12 @@ from sidecar.audit import tokens as token_audit
 from sidecar.audit.archiver import verify_still
 from sidecar.billing_migration import LegacyMigration, read_lines
 from sidecar.config import ConfigError, Settings
-from sidecar.errors import BadRequest, SidecarError
-from sidecar.policy.bundle import load_bundle
-from sidecar.policy.directory import check_id
+from sidecar.errors import BadRequest, NotFound, SidecarError
+from sidecar.policy.bundle import PolicyBundle, load_bundle
+from sidecar.policy.directory import TenantDirectory, check_id
+from sidecar.policy.engine import TenantEngine
 from sidecar.policy.files import PolicyFileError
+from sidecar.policy.seat_preview import compare
 from sidecar.policy.seat_transition import render_transition, transition
 from sidecar.policy.seats import Scope, SeatCounter, Seats, count_seats
 from sidecar.policy.suites import run_suites
@@ -36,7 +39,7 @@ from sidecar.runtime import Runtime
 from sidecar.server import ServeOptions, serve
 from sidecar.startup import bootstrap_token, redis_refusal
 from sidecar.store.connection import running_redis_url
-from sidecar.store.importer import InvalidImport, import_lines
+from sidecar.store.importer import InvalidImport, import_lines, preview_import
 from sidecar.store.redis_server import RedisDirectoryBusy
 from sidecar.tokens import SCOPES, TokenError, TokenFile
 
@@ -87,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
 
     imp = commands.add_parser("import", help="bulk import a directory from a JSON Lines file")
     imp.add_argument("file")
+    imp.add_argument("--dry-run", action="store_true", help="validate and print the seat impact; write nothing")
 
     audit = commands.add_parser("audit", help="the audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
@@ -203,16 +207,39 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
 def _import(args: argparse.Namespace, settings: Settings) -> int:
     started = time.monotonic()
     with _runtime(settings, redis_timeout_s=30) as runtime:
+        rule = settings.billing_rule
         try:
             with open(args.file, encoding="utf-8") as lines:
+                if args.dry_run:
+                    impact = [_seat_impact(runtime.bundle, rule, before, after)
+                              for before, after in preview_import(runtime.directory, runtime.bundle, lines)]
+                    print(json.dumps({"dry_run": True, "rule": rule, "seats": impact}))
+                    return 0
                 summary = import_lines(runtime.directory, runtime.bundle, lines,
                                        progress=lambda m: print(f"sidecar: {m}", file=sys.stderr))
         except InvalidImport as exc:
             print(f"sidecar: {args.file}: {exc}; nothing was written", file=sys.stderr)
             return 1
+        # an import moves seats like any write: recorded (cause `import`) for every tenant it touched
+        for tenant in summary.pop("touched"):
+            engine = TenantEngine(runtime.bundle, runtime.directory.load_tenant(tenant))
+            runtime.seat_recorder.record(engine)
     summary["seconds"] = round(time.monotonic() - started, 2)
     print(json.dumps(summary))
     return 0
+
+
+def _seat_impact(bundle: PolicyBundle, rule: str, before: TenantDirectory,
+                 after: TenantDirectory) -> dict[str, Any]:
+    """Paid seats of a tenant's billing scope (its chain, or the standalone location) before and after."""
+    scope = Scope(after.tenant.kind, after.tenant.id)
+    now = SeatCounter(TenantEngine(bundle, after), rule).count(scope)
+    try:
+        was = SeatCounter(TenantEngine(bundle, before), rule).count(scope)
+    except NotFound:  # a standalone location the import creates
+        was = Seats(scope, before.revision, rule, ())
+    return {"scope": scope.to_json(), "paid_seats_before": was.paid_seats, "paid_seats_after": now.paid_seats,
+            "changed": [c.to_json() for c in compare(was, now)]}
 
 
 def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:

@@ -100,8 +100,9 @@ class Runtime:
         # Listeners of checks and writes: the core publishes records, unaware of audit and seats.
         self.after_check: list[Callable[[CheckRecord], None]] = [
             CheckEvents(self.auditor, lambda: self.bundle, self.replica), self.new_devices]
-        self.after_write: list[Callable[[WriteRecord], None]] = [
-            WriteEvents(self.auditor), SeatRecorder(self.replica, self.seat_history, settings)]
+        self.seat_recorder = SeatRecorder(self.replica, self.seat_history, settings, self.directory,
+                                          lambda: self.bundle)
+        self.after_write: list[Callable[[WriteRecord], None]] = [WriteEvents(self.auditor), self.seat_recorder]
 
     def start(self) -> None:
         """Start background work (the change-log follower, the audit shipper). Idempotent."""
@@ -114,12 +115,14 @@ class Runtime:
             if self.archiver is not None:
                 self.archiver.start()
             self.webhooks.start()
+            self.seat_recorder.start()
 
     def stop(self) -> None:
         """Stop every thread this runtime started (shipping pending audit records first), close Redis.
 
         Idempotent; also right for a runtime that was never started.
         """
+        self.seat_recorder.stop()
         if self.archiver is not None:
             self.archiver.stop()
         self.webhooks.stop()
@@ -143,7 +146,8 @@ class Runtime:
             self.replica.mark_all_stale()
             metrics.POLICY_RELOADS.labels("ok").inc()
             log.info("policy_reloaded", fingerprint=bundle.fingerprint[:12])
-            return True
+        self.seat_recorder.policy_reloaded(bundle)  # template changes move seats: recorded as policy_reload
+        return True
 
     def maybe_reload_policies(self) -> None:
         """Cheap check, at most every ``policy_poll_s``: did a policy file change on disk?"""

@@ -177,6 +177,16 @@ def test_preview_answers_without_storing(api: Any) -> None:
     assert api.get("/v1/locations/l-2/employees/mkt", scope="admin").status_code == 404
 
 
+def test_preview_of_a_hire_who_does_not_exist_yet(api: Any) -> None:
+    build(api)
+    response = api.post(f"{SEATS}/preview", {"location": "l-2", "changes": [
+        {"employee": "hire-1", "location": "l-2", "membership": {"roles": [], "provides_services": True}}]},
+        scope="billing")
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["changed"] == [{"employee": "hire-1", "paid_before": False, "paid_after": True}]
+    assert api.get("/v1/employees/hire-1", scope="admin").status_code == 404
+
+
 def test_preview_of_a_location_counts_chain_wide_changes(api: Any) -> None:
     build(api)
     response = api.post(f"{SEATS}/preview", {"location": "l-1", "changes": [
@@ -259,7 +269,7 @@ def test_a_write_whose_recording_was_lost_is_recorded_at_the_next_read(api: Any,
     lost = store.put_membership("l-2", "mkt", Membership(roles=("service_provider",)))  # no listener ran
     body = history(api, "chain=ch-1")
     assert body["changes"][-1] == {"time": body["changes"][-1]["time"], "paid_seats": 5, "employee": "mkt",
-                                   "paid": True, "revision": lost.revision}
+                                   "paid": True, "revision": lost.revision, "cause": "write"}
 
 
 # -- the designated owner (issue 14) -----------------------------------------------------------

@@ -76,4 +76,62 @@ def test_a_change_on_the_global_stream_names_its_scope(history: SeatHistory, red
     history.record([seats("1000-0", "a")])
     [(_, fields)] = redis_client.xrange(SEAT_CHANGES_STREAM)
     assert {k.decode(): v.decode() for k, v in fields.items()} == {
-        "scope": "chain:ch-1", "employee": "a", "paid": "1", "paid_seats": "1", "revision": "1000-0", "time": "1000"}
+        "scope": "chain:ch-1", "employee": "a", "paid": "1", "paid_seats": "1", "revision": "1000-0",
+        "cause": "write", "time": "1000"}
+
+
+# -- causes (issue 14) -------------------------------------------------------------------------
+def under(rule: str, revision: str, *paid: str) -> Seats:
+    counted = seats(revision, *paid)
+    return Seats(counted.scope, counted.revision, rule, counted.seats)
+
+
+def causes(history: SeatHistory) -> list[tuple[str, bool, str]]:
+    return [(c.employee, c.paid, c.cause) for c in history.history(CHAIN, 0, 2**45).changes]
+
+
+def test_a_newer_policy_at_the_same_revision_is_a_policy_reload(history: SeatHistory) -> None:
+    history.record([seats("1000-0", "a", "b")], policy_version=5)
+    assert history.record([seats("1000-0", "a")], policy_version=5) == 0  # same revision, same policy
+    assert history.record([seats("1000-0", "a")], policy_version=6) == 1
+    assert causes(history)[-1] == ("b", False, "policy_reload")
+
+
+def test_an_older_policy_is_a_replica_not_yet_reloaded_and_is_ignored(history: SeatHistory) -> None:
+    history.record([seats("1000-0", "a")], policy_version=6)
+    assert history.record([seats("2000-0", "a", "b")], policy_version=5) == 0
+    assert history.record([seats("2000-0", "a", "b")], policy_version=6) == 1
+    assert causes(history)[-1] == ("b", True, "write")
+
+
+def test_another_rule_is_a_rule_change_and_a_rule_not_claimed_is_ignored(history: SeatHistory) -> None:
+    history.record([under("announced", "1000-0", "a")])
+    assert history.claim_rule("writes") is None
+    assert history.record([under("announced", "1000-0", "a", "b")], policy_version=1) == 0  # not the claimed rule
+    assert history.record([under("writes", "1000-0", "a", "b")]) == 1
+    assert causes(history)[-1] == ("b", True, "rule_change")
+    assert history.claim_rule("announced") == "writes"
+
+
+def test_a_revision_written_by_a_bulk_import_is_an_import(history: SeatHistory, redis_client: redis.Redis) -> None:
+    revision = redis_client.xadd("sidecar:changes", {"kind": "import", "tenants": "c:ch-1"}).decode()
+    history.record([seats(revision, "a")])
+    later = redis_client.xadd("sidecar:changes", {"kind": "membership", "tenants": "c:ch-1"}).decode()
+    history.record([seats(later, "a", "b")])
+    assert causes(history) == [("a", True, "import"), ("b", True, "write")]
+
+
+def test_entries_stay_in_order_when_a_reload_is_recorded_between_writes(history: SeatHistory,
+                                                                        redis_client: redis.Redis) -> None:
+    history.record([seats("1000-0", "a")], policy_version=1)
+    history.record([seats("1000-0")], policy_version=2)  # stamped now (Redis time), after 1000
+    history.record([seats("1001-0", "a")], policy_version=2)  # the write's time is older than the reload's entry
+    ids = [i.decode() for i, _ in redis_client.xrange(scope_stream(CHAIN))]
+    assert len(ids) == 3 and ids == sorted(ids, key=lambda i: tuple(int(p) for p in i.split("-")))
+    assert causes(history) == [("a", True, "write"), ("a", False, "policy_reload"), ("a", True, "write")]
+
+
+def test_entries_recorded_before_causes_existed_read_as_writes(history: SeatHistory,
+                                                              redis_client: redis.Redis) -> None:
+    redis_client.xadd(scope_stream(CHAIN), {"c": "a 1 1 1000-0"}, id="1000-0")
+    assert causes(history) == [("a", True, "write")]

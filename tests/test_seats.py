@@ -360,8 +360,15 @@ def test_preview_of_a_second_owner_removes_the_exemption() -> None:
     ([{"employee": "mkt", "location": "l-1", "membership": {"roles": []}, "extra": 1}], BadRequest),
     ([{"employee": "mkt", "chain": "ch-1", "membership": {"roles": [], "provides_services": True}}], BadRequest),
     ([{"employee": "mkt", "location": "l-3", "membership": None}], NotFound),
-    ([{"employee": "ghost", "location": "l-1", "membership": {"roles": []}}], NotFound),
 ])
 def test_preview_validates_changes_like_the_directory(changes: Any, error: type[Exception]) -> None:
     with pytest.raises(error):
         preview(WORKED, CHAIN, "announced", parse_changes(changes), nobody)
+
+
+def test_preview_of_a_hire_who_does_not_exist_yet() -> None:
+    before, after, changed = preview(WORKED, CHAIN, "announced", parse_changes([
+        {"employee": "new-hire", "location": "l-2", "membership": {"roles": ["service_provider"]}}]), nobody)
+    assert after.paid_seats == before.paid_seats + 1
+    assert [(c.employee, c.paid_before, c.paid_after) for c in changed] == [("new-hire", False, True)]
+    assert "new-hire" not in WORKED.directory.employees

@@ -140,6 +140,7 @@ def seats_history() -> Any:
         raise BadRequest("until is before since", fields=["since", "until"])
     history = runtime.seat_history
     # catch up first: a write whose recording was lost (a crash) is recorded now, at its revision
-    history.record([count_seats(_engine(runtime, scope), scope, runtime.settings.billing_rule)])
+    engine = _engine(runtime, scope)
+    history.record([count_seats(engine, scope, runtime.settings.billing_rule)], engine.bundle.version)
     found = history.history(scope, since, until)
     return reply({"scope": scope.to_json(), "since": rfc3339(since), "until": rfc3339(until), **found.to_json()})

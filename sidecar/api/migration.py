@@ -50,7 +50,7 @@ def after_migration(write: MigratedTenant, *, auditor: Auditor, history: SeatHis
     for start in range(0, len(events), _AUDIT_BATCH):
         auditor.record(list(events[start:start + _AUDIT_BATCH]))
     engine = TenantEngine(bundle, store.load_tenant(write.tenant))
-    history.record(SeatCounter(engine, rule).count_all())
+    history.record(SeatCounter(engine, rule).count_all(), bundle.version)
 
 
 @bp.post("/v1/migrations/legacy-users")

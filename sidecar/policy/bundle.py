@@ -26,6 +26,7 @@ class PolicyBundle:
     templates: dict[str, RoleTemplate]
     routes: RouteTable
     fingerprint: str
+    version: int = 0  # the newest policy file's mtime (ns) at load: orders reloads across replicas
 
 
 def fingerprint(directory: Path) -> str:
@@ -40,9 +41,20 @@ def fingerprint(directory: Path) -> str:
     return h.hexdigest()
 
 
+def version_of(directory: Path) -> int:
+    """The newest modification time (ns) of the policy files: a later edit is a larger version."""
+    times = [0]
+    for name in POLICY_FILES:
+        try:
+            times.append((directory / name).stat().st_mtime_ns)
+        except FileNotFoundError:
+            continue
+    return max(times)
+
+
 def load_bundle(directory: Path) -> PolicyBundle:
     directory = directory.resolve()
-    stamp = fingerprint(directory)
+    stamp, version = fingerprint(directory), version_of(directory)
     model_file = directory / "model.conf"
     try:
         model_text = model_file.read_text(encoding="utf-8")
@@ -52,5 +64,5 @@ def load_bundle(directory: Path) -> PolicyBundle:
     catalogue = load_catalogue(directory / "catalogue.yaml")
     templates = load_role_templates(directory / "roles.yaml", catalogue)
     routes = load_routes(directory / "routes.yaml", catalogue.names())
-    return PolicyBundle(directory, model_text, catalogue, templates, routes, stamp)
+    return PolicyBundle(directory, model_text, catalogue, templates, routes, stamp, version)
 

@@ -61,7 +61,8 @@ def apply_changes(directory: TenantDirectory, bundle: PolicyBundle, changes: Seq
                   known_employee: Callable[[str], Employee | None]) -> tuple[TenantDirectory, set[str]]:
     """A copy of ``directory`` with the changes applied, and the employees they touch.
 
-    ``known_employee`` looks up an employee who is not yet a member of the tenant (None: 404).
+    ``known_employee`` looks up an employee who is not yet a member of the tenant; one who does
+    not exist yet is a hire (an active employee of that id, issue 14).
     """
     if not changes:
         raise BadRequest("changes must be a non-empty list", field="changes")
@@ -82,9 +83,7 @@ def apply_changes(directory: TenantDirectory, bundle: PolicyBundle, changes: Seq
             validate_membership(copy, change.membership, change.scope, bundle)
             if employee not in copy.employees:
                 person = known_employee(employee)
-                if person is None:
-                    raise NotFound(f"employee {employee} does not exist", employee=employee)
-                copy.employees[employee] = person
+                copy.employees[employee] = person if person is not None else Employee(employee)  # a hire
         copy.set_membership(employee, change.scope, change.membership)
         touched.add(employee)
     return copy, touched

@@ -320,6 +320,12 @@ class DirectoryStore:
             raw = self.client.get(rev_key(tenant))
         return raw.decode() if raw else "0-0"
 
+    def tenants(self) -> list[Tenant]:
+        """Every tenant in the directory (a recount after a policy reload or a rule change)."""
+        with translated_errors():
+            keys = [k.decode() for k in self.client.scan_iter(match="sc:t:*", count=1000)]
+        return sorted(Tenant.parse(k.removeprefix("sc:t:")) for k in keys if not k.endswith(":rev"))
+
     def last_change(self) -> str:
         with translated_errors():
             entries = self.client.xrevrange(CHANGES_STREAM, count=1)

@@ -100,7 +100,7 @@ def import_lines(store: DirectoryStore, bundle: PolicyBundle, lines: Iterable[st
     progress("written; announcing the change to replicas")
     touched = sorted(key.removeprefix("sc:t:") for key in plan.hashes)
     revision = store.announce(touched, "import", "import")
-    return {"revision": revision, "tenants": len(touched), **plan.counts}
+    return {"revision": revision, "tenants": len(touched), **plan.counts, "touched": touched}
 
 
 class _Tenants:
@@ -256,3 +256,38 @@ def _opt_id(record: dict[str, Any], name: str) -> str | None:
 
 def _message(exc: BaseException) -> str:
     return exc.message if isinstance(exc, SidecarError) else str(exc)
+
+
+class _Overlay:
+    """Reads Redis as it would be after the plan is written (``load_tenant``'s reader)."""
+
+    def __init__(self, client: Any, plan: _Plan) -> None:
+        self.client = client
+        self.plan = plan
+
+    def get(self, key: str) -> bytes | None:
+        planned = self.plan.strings.get(key)
+        return planned.encode() if planned is not None else self.client.get(key)
+
+    def mget(self, keys: list[str]) -> list[bytes | None]:
+        stored = self.client.mget(keys) if keys else []
+        return [self.plan.strings[k].encode() if k in self.plan.strings else v for k, v in zip(keys, stored,
+                                                                                               strict=True)]
+
+    def hgetall(self, key: str) -> dict[bytes, bytes]:
+        fields = dict(self.client.hgetall(key))
+        fields.update({f.encode(): v.encode() for f, v in self.plan.hashes.get(key, {}).items()})
+        return fields
+
+
+def preview_import(store: DirectoryStore, bundle: PolicyBundle,
+                   lines: Iterable[str]) -> list[tuple[TenantDirectory, TenantDirectory]]:
+    """Each tenant the file touches, as stored and as it would be after the import; nothing is written.
+
+    The file is validated exactly as ``import_lines`` validates it (InvalidImport names the line).
+    """
+    plan = _validate(store, bundle, lines)
+    overlay = _Overlay(store.client, plan)
+    touched = sorted(Tenant.parse(key.removeprefix("sc:t:")) for key in plan.hashes)
+    with translated_errors():
+        return [(store.load_tenant(tenant), store.load_tenant(tenant, overlay)) for tenant in touched]
