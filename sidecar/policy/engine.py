@@ -2,13 +2,29 @@
 
 One small casbin model per tenant, never one giant enforcer for everyone. A tenant's role
 templates, custom roles, memberships and overrides become ``p`` and ``g`` lines of the model
-in ``policies/model.conf``; an employee's **effective rights** at a location are the catalogue
-rights for which casbin's ``enforce`` allows, computed once per revision and cached, so a
-decision is a set lookup. Only members are ever handed to casbin: an unknown id would leave
-a permanent entry in casbin's role manager (see the anchors' findings).
+in ``policies/model.conf`` (:meth:`TenantEngine.build_casbin`, the oracle of the tests and of
+``?explain=1``). An employee's **effective rights** at a location are computed once per shape
+and cached, so a decision is a set lookup:
+
+* what a role grants at a location is casbin's answer: ``enforce`` for a *holder* linked to the
+  role there (``g holder:<subject>, <subject>, <location>``, so the hierarchy depth is an
+  employee's), in a model of the tenant's roles only (templates, custom roles, inheritance, the
+  holders), asked once per (role, location) for the rights its allow lines name;
+* an employee's rights are then the set rule of ``model.conf`` (allow if some line allows, deny
+  overrides) over what they hold there and chain-wide: the rights of their roles plus their
+  allow overrides, minus their deny overrides (``resource:*`` expanded by the catalogue). Roles
+  carry allow lines only, so this is exactly what the full model answers per employee
+  (``tests/test_effective_rights_property.py`` checks it against :meth:`build_casbin`).
+
+Asking the full model per shape cost an ``enforce`` per right scanning every employee's
+override lines: minutes for a migrated 2,000-employee chain, where nearly every membership has a
+shape of its own (issue 14). Only ids casbin holds lines for are ever handed to it (role
+subjects and holders; members in ``explain``): an unknown id would leave a permanent entry in
+casbin's role manager (see the anchors' findings).
 
 Subject names inside casbin: ``role:<name>`` for a template, ``role:*/<name>`` for a chain's
-custom role, ``role:<location>/<name>`` for a location's, and the employee id itself.
+custom role, ``role:<location>/<name>`` for a location's, ``holder:<subject>`` for a role's
+holder, and the employee id itself (ids hold no ``:``, so none is taken for another).
 
 What is shared between engines (interned rights, the cap on live casbin models) lives in an
 :class:`EngineCache` the owner passes in (the replica owns one per process); an engine built
@@ -132,6 +148,14 @@ def _custom_subject(scope: str, name: str) -> str:
     return f"role:{scope}/{name}"
 
 
+_CHAIN_ROLE = _custom_subject(CHAIN_SCOPE, "")  # role:*/ : a chain's custom roles
+
+
+def _location_role(subject: str) -> bool:
+    """A location's own custom role (``role:<location>/<name>``), the only kind whose grants depend on where."""
+    return "/" in subject and not subject.startswith(_CHAIN_ROLE)
+
+
 @dataclass(frozen=True)
 class Evidence:
     """Why a right is held or not: the explanation a caller sees with ``?explain=1``."""
@@ -147,13 +171,12 @@ class Evidence:
 
 
 class TenantEngine:
-    """One tenant's casbin model and its cache of effective rights per (employee, location).
+    """One tenant's rights: what each role grants per location, and effective rights per (employee, location).
 
     Two members with the same *shape* at a location (the same roles and overrides there and
-    chain-wide) hold the same rights: casbin's answer depends on nothing else. So casbin is
-    asked once per shape, each distinct set of rights is kept once per process, and the casbin
-    model itself (the bulk of a tenant's memory) is built only while some shape is still
-    unanswered, then let go.
+    chain-wide) hold the same rights, so each shape is computed once and each distinct set of
+    rights kept once per process. The roles model (casbin) is built only while some shape is
+    still unanswered, then let go.
     """
 
     def __init__(self, bundle: PolicyBundle, directory: TenantDirectory,
@@ -163,13 +186,16 @@ class TenantEngine:
         self.directory = directory
         self.cache: EngineCache = cache or (reuse.cache if reuse is not None else EngineCache())
         self._lock = threading.Lock()
-        self._enforcer: casbin.FastEnforcer | None = None
+        self._enforcer: casbin.FastEnforcer | None = None  # the roles model (build_roles_casbin)
+        self._allow_lines: dict[str, list[tuple[str, str]]] = {}  # subject -> (domain, right) of the roles model
         self._rights: dict[tuple[str, str], frozenset[str]] = {}
         self._by_shape: dict[Shape, frozenset[str]] = {}
+        self._by_role: dict[tuple[str, str], frozenset[str]] = {}  # (subject, location) -> what it grants there
         if reuse is not None and reuse.bundle is bundle:
             changed = set(changed_employees)
             self._rights = {k: v for k, v in reuse._rights.items() if k[0] not in changed}
             self._by_shape = dict(reuse._by_shape)  # role definitions did not change, so shapes still hold
+            self._by_role = dict(reuse._by_role)
         self._unanswered = self._shapes() - set(self._by_shape)
 
     def _shape(self, employee: str, location: str) -> Shape:
@@ -183,7 +209,7 @@ class TenantEngine:
 
     def _casbin(self) -> casbin.FastEnforcer:
         if self._enforcer is None:
-            self._enforcer = self.build_casbin()
+            self._enforcer = self.build_roles_casbin()
             self.cache.keep_alive(self)
         return self._enforcer
 
@@ -198,11 +224,9 @@ class TenantEngine:
         kind, name = found
         return _template_subject(name) if kind == "template" else _custom_subject(kind, name)
 
-    def build_casbin(self) -> casbin.FastEnforcer:
-        """A complete, fresh casbin model of the tenant (also the oracle of tests and benchmarks)."""
+    def _role_lines(self, p_lines: list[list[str]], g_lines: list[list[str]]) -> None:
+        """Templates, custom roles and their inheritance, as ``p`` and ``g`` lines."""
         d = self.directory
-        p_lines: list[list[str]] = []
-        g_lines: list[list[str]] = []
         for name, template in self.bundle.templates.items():
             for right in sorted(template.rights):
                 obj, act = right.split(":", 1)
@@ -218,15 +242,47 @@ class TenantEngine:
                 parent_subject = self._subject(parent, scope)
                 if parent_subject and parent_subject != subject:
                     g_lines.extend([subject, parent_subject, loc] for loc in domains)
+
+    def build_casbin(self) -> casbin.FastEnforcer:
+        """A complete, fresh casbin model of the tenant (the oracle of tests and benchmarks, and ``explain``)."""
+        d = self.directory
+        p_lines: list[list[str]] = []
+        g_lines: list[list[str]] = []
+        self._role_lines(p_lines, g_lines)
         for (employee, location), membership in d.memberships.items():
             self._membership_lines(employee, [location], location, membership, p_lines, g_lines)
         for employee, membership in d.chain_memberships.items():
             self._membership_lines(employee, sorted(d.locations), CHAIN_SCOPE, membership, p_lines, g_lines)
+        return self._enforcer_of(p_lines, g_lines)
 
+    def build_roles_casbin(self) -> casbin.FastEnforcer:
+        """The tenant's roles without its members: a holder of each role where a membership assigns it."""
+        d = self.directory
+        p_lines: list[list[str]] = []
+        g_lines: list[list[str]] = []
+        self._role_lines(p_lines, g_lines)
+        for (_, location), membership in d.memberships.items():
+            g_lines.extend(self._holder_lines(membership, location, [location]))
+        for membership in d.chain_memberships.values():
+            g_lines.extend(self._holder_lines(membership, CHAIN_SCOPE, sorted(d.locations)))
+        lines: dict[str, list[tuple[str, str]]] = {}
+        for subject, domain, obj, act, _ in p_lines:  # roles carry allow lines only
+            lines.setdefault(subject, []).append((domain, f"{obj}:{act}"))
+        self._allow_lines = lines
+        return self._enforcer_of(p_lines, g_lines)
+
+    def _holder_lines(self, membership: Membership, scope: str, locations: list[str]) -> Iterable[list[str]]:
+        for role in membership.roles:
+            subject = self._subject(role, scope)
+            if subject:
+                yield from ([_holder(subject), subject, loc] for loc in locations)
+
+    def _enforcer_of(self, p_lines: list[list[str]], g_lines: list[list[str]]) -> casbin.FastEnforcer:
         model = FastModel([2, 3])
         model.load_model_from_text(self.bundle.model_text)
         enforcer = casbin.FastEnforcer(model, None, cache_key_order=[2, 3])
-        model.add_policies("p", "p", _unique(p_lines))
+        if p_lines:
+            model.add_policies("p", "p", _unique(p_lines))
         if g_lines:
             model.add_policies("g", "g", _unique(g_lines))
         enforcer.build_role_links()
@@ -240,9 +296,12 @@ class TenantEngine:
             if subject:
                 g_lines.extend([employee, subject, loc] for loc in locations)
         for effect, rights in (("allow", membership.allow), ("deny", membership.deny)):
-            for right in (r for named in rights for r in self.bundle.catalogue.expand(named)):
+            for right in self._expand(rights):
                 obj, act = right.split(":", 1)
                 p_lines.append([employee, domain, obj, act, effect])
+
+    def _expand(self, names: Iterable[str]) -> Iterable[str]:
+        return (r for named in names for r in self.bundle.catalogue.expand(named))
 
     # -- questions -------------------------------------------------------------------------
     def rights(self, employee: str, location: str) -> frozenset[str]:
@@ -259,10 +318,7 @@ class TenantEngine:
             with self._lock:  # casbin's role manager is not safe for concurrent first lookups
                 held = self._by_shape.get(shape)
                 if held is None:
-                    enforcer = self._casbin()
-                    candidates = self._candidates(enforcer, employee, location)
-                    held = self.cache.intern(frozenset(
-                        r for r in candidates if enforcer.enforce(employee, location, *r.split(":", 1))))
+                    held = self.cache.intern(self._rights_of(shape))
                     self._by_shape[shape] = held
                     self._unanswered.discard(shape)
                     if not self._unanswered:
@@ -271,14 +327,41 @@ class TenantEngine:
         self._rights[key] = held
         return held
 
-    def _candidates(self, enforcer: casbin.FastEnforcer, employee: str, location: str) -> list[str]:
-        """Rights some allow line could grant (casbin decides; this only skips hopeless asks)."""
-        roles = enforcer.get_implicit_roles_for_user(employee, location)
-        subjects = {employee, *roles}
-        policy = enforcer.get_policy()
-        found = {f"{p[2]}:{p[3]}" for p in policy
-                 if p[0] in subjects and p[4] == "allow" and p[1] in (ALL_LOCATIONS, location)}
-        return sorted(r for r in found if r in self.bundle.catalogue)
+    def _rights_of(self, shape: Shape) -> frozenset[str]:
+        """The rights roles grant at the shape's location, plus allows, minus denies (deny wins)."""
+        location, here, chain_wide = shape
+        granted: set[str] = set()
+        denied: set[str] = set()
+        for scope, grants in ((location, here), (CHAIN_SCOPE, chain_wide)):
+            if grants is None:
+                continue
+            roles, allow, deny = grants
+            for role in roles:
+                subject = self._subject(role, scope)
+                if subject is not None:
+                    granted |= self._granted_by(subject, location)
+            granted.update(self._expand(allow))
+            denied.update(self._expand(deny))
+        return frozenset(granted - denied)
+
+    def _granted_by(self, subject: str, location: str) -> frozenset[str]:
+        """What holding the role ``subject`` at ``location`` grants: casbin asked for its holder (lock held).
+
+        A template or a chain's role grants the same at every location (its lines have domain
+        ``*`` and a chain role inherits only chain roles and templates, linked at every location),
+        so it is asked once, at the first location it is needed; a location's role at its location.
+        """
+        key = (subject, location if _location_role(subject) else ALL_LOCATIONS)
+        found = self._by_role.get(key)
+        if found is None:
+            enforcer = self._casbin()
+            holder = _holder(subject)
+            reached = {subject, *enforcer.get_implicit_roles_for_user(subject, location)}
+            candidates = sorted({right for s in reached for domain, right in self._allow_lines.get(s, ())
+                                 if domain in (ALL_LOCATIONS, location) and right in self.bundle.catalogue})
+            found = frozenset(r for r in candidates if enforcer.enforce(holder, location, *r.split(":", 1)))
+            self._by_role[key] = found
+        return found
 
     def explain(self, employee: str, location: str, right: str) -> Evidence:
         d = self.directory
@@ -294,7 +377,7 @@ class TenantEngine:
             allow.extend(r for r in membership.allow if covers(r, right))
             deny.extend(r for r in membership.deny if covers(r, right))
         with self._lock:
-            enforcer = self._enforcer or self.build_casbin()  # explanations are rare: no need to keep it
+            enforcer = self.build_casbin()  # explanations are rare: the full model is not kept
             implicit = enforcer.get_implicit_roles_for_user(employee, location)
             matched: list[str] = []
             if right in self.bundle.catalogue and d.is_member(employee, location):
@@ -304,6 +387,11 @@ class TenantEngine:
             if not any(r["role"] == name.split("/")[-1] for r in roles):
                 roles.append({"role": name.split("/")[-1], "scope": "inherited"})
         return Evidence(roles=roles, allow=allow, deny=deny, matched_rule=list(matched))
+
+
+def _holder(subject: str) -> str:
+    """Who holds a role in the roles model (ids have no ``:``, so no employee is named so)."""
+    return f"holder:{subject}"
 
 
 def _grants(membership: Membership | None) -> tuple[tuple[str, ...], ...] | None:
