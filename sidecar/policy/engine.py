@@ -261,21 +261,21 @@ class TenantEngine:
         p_lines: list[list[str]] = []
         g_lines: list[list[str]] = []
         self._role_lines(p_lines, g_lines)
-        for (_, location), membership in d.memberships.items():
-            g_lines.extend(self._holder_lines(membership, location, [location]))
-        for membership in d.chain_memberships.values():
-            g_lines.extend(self._holder_lines(membership, CHAIN_SCOPE, sorted(d.locations)))
+        held = {(role, location) for (_, location), m in d.memberships.items() for role in m.roles}
+        held_chain_wide = {role for m in d.chain_memberships.values() for role in m.roles}
+        for role, location in sorted(held):
+            subject = self._subject(role, location)
+            if subject:
+                g_lines.append([_holder(subject), subject, location])
+        for role in sorted(held_chain_wide):
+            subject = self._subject(role, CHAIN_SCOPE)
+            if subject:
+                g_lines.extend([_holder(subject), subject, location] for location in sorted(d.locations))
         lines: dict[str, list[tuple[str, str]]] = {}
         for subject, domain, obj, act, _ in p_lines:  # roles carry allow lines only
             lines.setdefault(subject, []).append((domain, f"{obj}:{act}"))
         self._allow_lines = lines
         return self._enforcer_of(p_lines, g_lines)
-
-    def _holder_lines(self, membership: Membership, scope: str, locations: list[str]) -> Iterable[list[str]]:
-        for role in membership.roles:
-            subject = self._subject(role, scope)
-            if subject:
-                yield from ([_holder(subject), subject, loc] for loc in locations)
 
     def _enforcer_of(self, p_lines: list[list[str]], g_lines: list[list[str]]) -> casbin.FastEnforcer:
         model = FastModel([2, 3])
