@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sidecar.errors import BadRequest
 from sidecar.policy.bundle import load_bundle
@@ -187,3 +189,36 @@ def test_the_fit_is_the_exhaustive_searchs_answer() -> None:
         keep = frozenset(rng.sample(RIGHTS, rng.randint(0, 3))) if rng.random() < 0.3 else frozenset()
         found = fit(target, TEMPLATES, have=have, keep=keep)
         assert (found.roles, found.allow, found.deny) == exhaustive_fit(target, have, keep), (target, have, keep)
+
+
+legacy_rights = st.one_of(
+    st.frozensets(st.sampled_from(RIGHTS), max_size=8),
+    st.builds(lambda role, flip: TEMPLATES[role] ^ flip, st.sampled_from(sorted(TEMPLATES)),
+              st.frozensets(st.sampled_from(RIGHTS), max_size=3)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(chain_wide=st.lists(legacy_rights, max_size=6),
+       local=st.lists(st.lists(st.tuples(st.sampled_from(["l-1", "l-2", "l-3", "solo"]), legacy_rights),
+                               min_size=1, max_size=3, unique_by=lambda m: m[0]), min_size=1, max_size=6))
+def test_planned_rights_equal_legacy_rights_at_every_location(chain_wide: list[frozenset[str]],
+                                                              local: list[list[tuple[str, frozenset[str]]]]) -> None:
+    """Random legacy users, chain-wide or not, in a chain and a standalone location: the engine agrees everywhere."""
+    records = []
+    for n, memberships in enumerate(local):
+        listed: list[dict[str, Any]] = [{"location": loc, "rights": sorted(r)} for loc, r in memberships]
+        if n < len(chain_wide):
+            listed.append({"chain": "ch-1", "rights": sorted(chain_wide[n])})
+        records.append((n + 1, {"id": f"u-{n}", "memberships": listed}))
+    users = parse_users(records, RIGHTS)
+    chain_of: dict[str, str | None] = {"l-1": "ch-1", "l-2": "ch-1", "l-3": "ch-1", "solo": None}
+    planned = [plan_user(user, chain_of, TEMPLATES) for user in users]
+    chain = TenantEngine(BUNDLE, apply_plan(directory_with(["l-1", "l-2", "l-3"], "ch-1"), planned))
+    solo = TenantEngine(BUNDLE, apply_plan(directory_with(["solo"], None), planned))
+    for user in users:
+        for location, engine in [("l-1", chain), ("l-2", chain), ("l-3", chain), ("solo", solo)]:
+            legacy = legacy_rights_at(user, location, chain_of[location])
+            if engine.directory.is_member(user.employee.id, location):
+                assert engine.rights(user.employee.id, location) == legacy, (user.employee.id, location)
+            else:
+                assert not legacy
