@@ -186,11 +186,11 @@ class TenantEngine:
         self.directory = directory
         self.cache: EngineCache = cache or (reuse.cache if reuse is not None else EngineCache())
         self._lock = threading.Lock()
-        self._enforcer: casbin.FastEnforcer | None = None  # the roles model (build_roles_casbin)
+        self._enforcer: casbin.FastEnforcer | None = None  # the roles model (_build_roles_casbin)
         self._allow_lines: dict[str, list[tuple[str, str]]] = {}  # subject -> (domain, right) of the roles model
         self._rights: dict[tuple[str, str], frozenset[str]] = {}
         self._by_shape: dict[Shape, frozenset[str]] = {}
-        self._by_role: dict[tuple[str, str], frozenset[str]] = {}  # (subject, location) -> what it grants there
+        self._by_role: dict[tuple[str, str], frozenset[str]] = {}  # (subject, location or *) -> what it grants
         if reuse is not None and reuse.bundle is bundle:
             changed = set(changed_employees)
             self._rights = {k: v for k, v in reuse._rights.items() if k[0] not in changed}
@@ -209,7 +209,7 @@ class TenantEngine:
 
     def _casbin(self) -> casbin.FastEnforcer:
         if self._enforcer is None:
-            self._enforcer = self.build_roles_casbin()
+            self._enforcer = self._build_roles_casbin()
             self.cache.keep_alive(self)
         return self._enforcer
 
@@ -263,7 +263,7 @@ class TenantEngine:
                 self._membership_lines(employee, sorted(d.locations), CHAIN_SCOPE, membership, p_lines, g_lines)
         return self._enforcer_of(p_lines, g_lines)
 
-    def build_roles_casbin(self) -> casbin.FastEnforcer:
+    def _build_roles_casbin(self) -> casbin.FastEnforcer:
         """The tenant's roles without its members: a holder of each role where a membership assigns it."""
         d = self.directory
         p_lines: list[list[str]] = []
