@@ -86,9 +86,34 @@ def validate_model(file: Path, text: str) -> None:
         model.load_model_from_text(text)
         enforcer = casbin.FastEnforcer(model, None, cache_key_order=[2, 3])
         enforcer.enforce("probe", "probe", "probe", "probe")
+        answers = _set_rule_answers(model, enforcer)
     except Exception as exc:  # casbin raises bare exceptions of many kinds for a bad model
         line = _line_of(text, "m =")
         raise PolicyFileError(file, line, f"casbin cannot evaluate the model: {exc}") from None
+    wrong = sorted(name for name, (answer, expected) in answers.items() if answer != expected)
+    if wrong:
+        raise PolicyFileError(file, _line_of(text, "e =") or _line_of(text, "m ="),
+                              "the engine composes rights as roles (inherited, at * or the location) plus "
+                              f"allows minus denies, and this model answers otherwise: {', '.join(wrong)}")
+
+
+# A member e of role:r at l-1 (r inherits role:p there) with overrides, and what the set rule says.
+_PROBE_P = [["role:p", "*", "x", "inherited", "allow"], ["role:r", "*", "x", "granted", "allow"],
+            ["role:r", "*", "x", "denied", "allow"], ["e", "l-1", "x", "denied", "deny"],
+            ["e", "*", "x", "allowed", "allow"], ["e", "l-2", "x", "elsewhere", "allow"],
+            ["role:r", "l-2", "x", "role_elsewhere", "allow"], ["role:q", "*", "x", "not_held", "allow"],
+            ["e", "*", "x", "denied_everywhere", "deny"], ["role:r", "*", "x", "denied_everywhere", "allow"]]
+_PROBE_G = [["e", "role:r", "l-1"], ["role:r", "role:p", "l-1"], ["e", "role:q", "l-2"]]
+_PROBE_EXPECTED = {"inherited": True, "granted": True, "denied": False, "allowed": True, "elsewhere": False,
+                   "role_elsewhere": False, "not_held": False, "denied_everywhere": False}
+
+
+def _set_rule_answers(model: FastModel, enforcer: casbin.FastEnforcer) -> dict[str, tuple[bool, bool]]:
+    """casbin's answer and the set rule's for each probe right of member ``e`` at ``l-1``."""
+    model.add_policies("p", "p", _PROBE_P)
+    model.add_policies("g", "g", _PROBE_G)
+    enforcer.build_role_links()
+    return {act: (bool(enforcer.enforce("e", "l-1", "x", act)), expected) for act, expected in _PROBE_EXPECTED.items()}
 
 
 def _line_of(text: str, needle: str) -> int | None:
