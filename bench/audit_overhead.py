@@ -2,8 +2,9 @@
 
 One command: ``.venv/bin/python -m bench.audit_overhead`` (HTTP mode, the default). The issue's
 benchmark: ``POST /v1/check`` throughput on a mix where 10% of the checks are of a critical
-right (``client:delete``: one audit event appended to Redis synchronously before the answer) and
-90% are ordinary (``calendar:view``), audit on versus off; the budget is a cost under 15%.
+right (``client:delete``: one audit event, journaled before the answer and shipped to Redis in
+batches) and
+90% are ordinary (``calendar:view``), audit on versus off; the budget (issue 10) is a cost under 10%.
 
 HTTP mode runs the real server twice, one after the other, with
 :class:`bench.sidecar_server.SidecarServer` (``sidecar serve`` pinned to CPU 1, its private
@@ -25,7 +26,11 @@ verify`` must find the chain's log intact.
 
 Before measuring it waits (up to 5 minutes) for the 1-minute load average to drop to 0.7 or
 below, so other jobs do not skew the numbers, and records the load averages. Results are printed
-and written to ``bench/results/audit-<UTC timestamp>.json``.
+and written to ``bench/results/audit-<UTC timestamp>.json``. Each run also records the CPU time
+the sidecar's processes (workers, master, their Redis) spent per check (``cpu_us_per_check``,
+from ``/proc``): on a shared machine requests per second measure the contention as much as the
+code, CPU per check much less so; the summary shows the least of the rounds and the cost it
+implies when CPU is the limit.
 
 ``--in-process`` keeps the earlier measurement: its own Redis
 (:class:`sidecar.store.redis_server.RedisServer`, AOF on), the app built in process, ``POST
@@ -294,7 +299,7 @@ def measure_mode(mode: str, work: Path, policies: Path, bodies: dict[str, Path],
 def _measure_server(mode: str, server: Any, data_dir: Path, token: str, bodies: dict[str, Path],
                     args: argparse.Namespace, concurrencies: tuple[int, ...]) -> dict[str, Any]:
     """Seed, preflight, warm up and run the mix per concurrency against a running sidecar."""
-    from bench.localhost import BenchError
+    from bench.localhost import BenchError, cpu_delta, tree_cpu_seconds
     from bench.sidecar_server import run_cli
 
     audited = mode == "on"
@@ -307,8 +312,13 @@ def _measure_server(mode: str, server: Any, data_dir: Path, token: str, bodies: 
     runs = {}
     for concurrency in concurrencies:
         before = audit_total(server.base_url)
+        cpu_before = tree_cpu_seconds(server.pid)
         say(f"{mode}: measuring {args.duration:g} s at concurrency {concurrency}")
         run = run_mix(url, bodies=bodies, token=token, concurrency=concurrency, duration_s=args.duration)
+        # CPU the sidecar's processes (workers and their Redis) spent per check: what a check costs
+        # whatever else runs on the machine (requests/s on a shared VM measure the contention too)
+        run["cpu_us_per_check"] = round(cpu_delta(cpu_before, tree_cpu_seconds(server.pid)) * 1e6
+                                        / max(run["requests"], 1), 1)
         added = audit_total(server.base_url) - before
         # wrk's -d stop may cut a request short; allow a few in flight either way
         expected = run["requests"] / CRITICAL_EVERY if audited else 0
@@ -318,7 +328,7 @@ def _measure_server(mode: str, server: Any, data_dir: Path, token: str, bodies: 
         if abs(added - expected) > concurrency + 2:
             raise BenchError(f"{mode} c={concurrency}: {added:g} audit events for {run['requests']} checks")
         say(f"{mode} c={concurrency}: {run['rps']:,.0f} checks/s, p50 {run['p50_us']} µs, "
-            f"p99 {run['p99_us']} µs, {added:g} audit events")
+            f"p99 {run['p99_us']} µs, {added:g} audit events, {run['cpu_us_per_check']:g} µs CPU per check")
         runs[str(concurrency)] = run
     # the log the critical checks appended to must still verify (exit 1 raises BenchError)
     verify = run_cli(data_dir, ["audit", "verify", "--chain", "ch-1"]).strip() if audited else None
@@ -381,26 +391,33 @@ def http_mode(args: argparse.Namespace) -> int:
              f"{100 - 100 // CRITICAL_EVERY}% {':'.join(HTTP_ORDINARY)}; workers {args.workers}, "
              f"threads {args.threads or 'CLI default'}; {args.duration:g} s per run, best of {args.rounds} "
              f"round(s); load average {load['at_start'][0]:.2f} at start",
-             f"{'c':>3}  {'audit off':>26}  {'audit on':>26}  {'cost':>6}  {'p50 +':>6}  {'p99 +':>6}"]
+             f"{'c':>3}  {'audit off':>26}  {'audit on':>26}  {'cost':>6}  {'p50 +':>6}  {'p99 +':>6}"
+             f"  {'CPU/check off':>13}  {'on':>7}  {'CPU cost':>8}"]
     for concurrency in concurrencies:
         key = str(concurrency)
         best = {mode: max((r[mode]["runs"][key] for r in result["rounds"]), key=lambda run: run["rps"])
                 for mode in ("on", "off")}
+        # CPU per check: the least of the rounds (contention only ever adds to it)
+        cpu = {mode: min(r[mode]["runs"][key]["cpu_us_per_check"] for r in result["rounds"]) for mode in ("on", "off")}
         on, off = best["on"], best["off"]
         cost = 100 * (1 - on["rps"] / off["rps"])
+        cpu_cost = 100 * (1 - cpu["off"] / cpu["on"])  # the throughput lost if CPU is all that limits
         summary[key] = {
-            "off": {k: off[k] for k in ("rps", "p50_us", "p99_us")},
-            "on": {k: on[k] for k in ("rps", "p50_us", "p99_us")},
+            "off": {k: off[k] for k in ("rps", "p50_us", "p99_us")} | {"cpu_us_per_check": cpu["off"]},
+            "on": {k: on[k] for k in ("rps", "p50_us", "p99_us")} | {"cpu_us_per_check": cpu["on"]},
             "cost_pct": round(cost, 2),
+            "cpu_cost_pct": round(cpu_cost, 2),
             "p50_added_us": on["p50_us"] - off["p50_us"],
             "p99_added_us": on["p99_us"] - off["p99_us"],
-            "within_budget_15pct": cost < 15,
+            "within_budget_10pct": cost < 10,
         }
         cell = "{:>9,.0f}/s p50 {:>5} p99 {:>5}"
         lines.append(f"{concurrency:>3}  {cell.format(off['rps'], off['p50_us'], off['p99_us']):>26}  "
                      f"{cell.format(on['rps'], on['p50_us'], on['p99_us']):>26}  {cost:>5.1f}%  "
-                     f"{on['p50_us'] - off['p50_us']:>6}  {on['p99_us'] - off['p99_us']:>6}")
-    lines.append("(latencies in µs; cost = 1 - on/off checks per second)")
+                     f"{on['p50_us'] - off['p50_us']:>6}  {on['p99_us'] - off['p99_us']:>6}"
+                     f"  {cpu['off']:>10.1f} µs  {cpu['on']:>7.1f}  {cpu_cost:>7.1f}%")
+    lines.append("(latencies in µs; cost = 1 - on/off checks per second; CPU/check = CPU seconds of the sidecar's "
+                 "processes and its Redis per check, least of the rounds; CPU cost = 1 - off/on CPU per check)")
     result["summary"] = summary
     out_dir: Path = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,9 @@ Each scenario gets a preflight (must answer 200, and the auth one must answer 40
 JWT), a warm-up and one wrk run (``GET /locations/l-1/calendar`` with a valid HS256 JWT, an
 allowed ``calendar:view``): ``plain``, ``auth`` and ``direct`` (the sidecar alone, Envoy style
 ``GET /v1/forward-auth/locations/l-1/calendar``). It prints one line per run and the ratio
-auth/plain, and writes ``bench/results/forward_auth-<UTC>.json``. Bounded: every wrk run by
+auth/plain, and writes ``bench/results/forward_auth-<UTC>.json``. Each run also records the CPU
+time the sidecar's processes (workers, master, Redis) and nginx's spent per request
+(``cpu_us_per_request``, from ``/proc``): on a shared machine that is the steadier measure. Bounded: every wrk run by
 ``-d`` and ``timeout``, every start by a deadline; processes are stopped by their own pid.
 """
 
@@ -38,7 +40,16 @@ from typing import Any
 
 import jwt
 
-from bench.localhost import LOOPBACK, BenchError, free_port, request, require_loopback, stop_pid
+from bench.localhost import (
+    LOOPBACK,
+    BenchError,
+    cpu_delta,
+    free_port,
+    request,
+    require_loopback,
+    stop_pid,
+    tree_cpu_seconds,
+)
 from bench.sidecar_server import SidecarServer, create_token
 from bench.wrk import LOADGEN_CPU, run_wrk, warm_up
 from tests.nginx_harness import MAIN, find_nginx, port_answers, site_config
@@ -135,7 +146,8 @@ def run(work: Path, *, duration_s: float, warmup_s: float, concurrency: int, wor
     data_dir = work / "sidecar-data"
     admin = create_token(data_dir, "bench-admin", ("admin",))
     results: dict[str, Any] = {"duration_s": duration_s, "warmup_s": warmup_s, "concurrency": concurrency,
-                               "workers": workers, "cpus": os.cpu_count(), "runs": {}}
+                               "workers": workers, "cpus": os.cpu_count(), "runs": {},
+                               "loadavg": {"at_start": list(os.getloadavg())}}
     with SidecarServer(data_dir, workers=workers) as server:
         for path, body in SEED:
             status = put(server.base_url + path, body, admin)
@@ -150,14 +162,24 @@ def run(work: Path, *, duration_s: float, warmup_s: float, concurrency: int, wor
             for name, (url, protected) in urls.items():
                 preflight(url, jwt_token, expect_401_without=protected)
                 warm_up(url, body_file=None, seconds=warmup_s, bearer_token=jwt_token)
+                assert nginx.proc is not None
+                before = {"sidecar": tree_cpu_seconds(server.pid), "nginx": tree_cpu_seconds(nginx.proc.pid)}
                 result = run_wrk(url, body_file=None, concurrency=concurrency, duration_s=duration_s,
                                  bearer_token=jwt_token)
                 if result["errors"]:
                     raise BenchError(f"{name}: {result['errors']} errors, statuses {result.get('statuses')}")
+                # CPU per request of each side (a shared machine's contention inflates req/s, not this)
+                served = max(result["requests"], 1)
+                result["cpu_us_per_request"] = {
+                    side: round(cpu_delta(before[side], tree_cpu_seconds(pid)) * 1e6 / served, 1)
+                    for side, pid in (("sidecar", server.pid), ("nginx", nginx.proc.pid))}
                 results["runs"][name] = result
+                cpu = result["cpu_us_per_request"]
                 print(f"{name:>6}: {result['rps']:>9,.0f} req/s  p50 {result['p50_us'] / 1000:.2f} ms  "
-                      f"p99 {result['p99_us'] / 1000:.2f} ms", flush=True)
+                      f"p99 {result['p99_us'] / 1000:.2f} ms  CPU per request: sidecar {cpu['sidecar']:g} µs, "
+                      f"nginx {cpu['nginx']:g} µs", flush=True)
         results["sidecar_rss"] = server.rss()
+    results["loadavg"]["at_end"] = list(os.getloadavg())
     runs = results["runs"]
     results["ratio_auth_over_plain"] = round(runs["auth"]["rps"] / runs["plain"]["rps"], 4)
     return results
@@ -168,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured wrk run")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of discarded warm-up per scenario")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of the sidecar")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of the sidecar")
     parser.add_argument("--keep-tmp", action="store_true")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-forward-auth-"))
@@ -182,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep_tmp:
             shutil.rmtree(work, ignore_errors=True)
     print(f" ratio: auth/plain = {results['ratio_auth_over_plain']:.3f} "
-          f"(c={args.concurrency}, {args.duration:g} s per run, sidecar workers={args.workers})")
+          f"(c={args.concurrency}, {args.duration:g} s per run, sidecar workers={args.workers}; load average "
+          f"{results['loadavg']['at_start'][0]:.2f} at start, {results['loadavg']['at_end'][0]:.2f} at end)")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"forward_auth-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     out.write_text(json.dumps(results, indent=2))

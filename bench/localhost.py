@@ -196,6 +196,36 @@ def children(pid: int) -> list[int]:
     return sorted(p for p in _pids() if (f := _stat_fields(p)) and int(f[1]) == pid)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` (all its threads) in seconds; 0 if it is gone."""
+    fields = _stat_fields(pid)
+    if len(fields) < 13:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds of ``pid`` and each live descendant, by ``comm:pid``.
+
+    CPU time spent is what a request costs whatever else runs on the machine: on a shared VM,
+    the difference of two snapshots divided by the requests served between them is a per-request
+    cost that requests per second under contention are not.
+    """
+    found: dict[str, float] = {}
+    pending = [pid]
+    while pending:
+        current = pending.pop(0)
+        found[f"{comm(current)}:{current}"] = cpu_seconds(current)
+        pending.extend(children(current))
+    return found
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> float:
+    """CPU seconds spent between two :func:`tree_cpu_seconds` snapshots (processes alive in both,
+    or started in between)."""
+    return sum(value - before.get(name, 0.0) for name, value in after.items())
+
+
 def comm(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
