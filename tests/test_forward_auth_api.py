@@ -8,6 +8,7 @@ critical right, every HTTP method, the route table following a policy reload, an
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ import redis
 from sidecar.api.context import runtime_of
 from sidecar.api.forward_auth import _raw_target
 from sidecar.app import create_app
+from sidecar.forward_auth.jwt_auth import JwtVerifier
 from sidecar.policy.files import PolicyFileError
 from sidecar.store.audit_log import AuditLog
 from tests.conftest import POLICY_DIR, Api, make_settings, make_tokens, wait_until
@@ -201,6 +203,73 @@ def test_an_unmapped_route_is_403_no_route(fa: Api) -> None:
 def test_the_call_needs_no_sidecar_token_but_a_sidecar_token_is_not_a_jwt(fa: Api) -> None:
     response = call(fa, {"Authorization": f"Bearer {fa.tokens['all']}", **nginx("GET", "/locations/l-1/calendar")})
     assert response.status_code == 401
+
+
+def test_a_method_outside_the_list_is_a_json_405_with_allow(fa: Api) -> None:
+    response = call(fa, {**bearer("e-1"), **nginx("GET", "/locations/l-1/calendar"), "X-Request-Id": "rid-405"},
+                    method="TRACE")
+    assert response.status_code == 405
+    assert response.get_json()["error"]["code"] == "method_not_allowed"
+    assert response.headers["Allow"] == "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
+    assert response.headers["X-Request-Id"] == "rid-405"
+
+
+def test_head_answers_the_get_headers_without_a_body(fa: Api) -> None:
+    response = call(fa, {**bearer("e-1"), **nginx("GET", "/locations/l-1/calendar")}, method="HEAD")
+    assert response.status_code == 200
+    assert response.headers["X-Employee-Id"] == "e-1"
+    assert int(response.headers["Content-Length"]) > 0
+    assert response.get_data() == b""
+
+
+def test_the_edge_limits_apply_to_forward_auth(fa: Api) -> None:
+    headers = {**bearer("e-1"), **nginx("GET", "/locations/l-1/calendar")}
+    too_large = fa.client.open("/v1/forward-auth", method="POST", headers=headers, data=b"x" * (1024 * 1024 + 1))
+    assert (too_large.status_code, too_large.get_json()["error"]["code"]) == (413, "body_too_large")
+    long_header = call(fa, {**headers, "X-Padding": "p" * 9000})
+    assert (long_header.status_code, long_header.get_json()["error"]["code"]) == (431, "header_too_large")
+    with_body = fa.client.open("/v1/forward-auth", method="POST", headers=headers, data=b'{"ignored": true}')
+    assert with_body.status_code == 200  # a body (Envoy may pass the client's) is read and ignored
+
+
+def test_a_configured_prefix_is_served_beside_the_default(tmp_path: Path, app_factory) -> None:
+    settings = make_settings(tmp_path, jwt_secret=SECRET, forward_auth_prefix="/auth")
+    api = Api(app_factory(settings), make_tokens(settings))
+    for path, body in SEED:
+        api.put(path, body)
+    for path in ("/auth/locations/l-1/calendar", "/v1/forward-auth/locations/l-1/calendar"):
+        response = call(api, bearer("e-1"), path=path)
+        assert (response.status_code, response.get_json()["right"]) == (200, "calendar:view"), path
+    assert call(api, {**bearer("e-1"), **nginx("GET", "/locations/l-1/calendar")}, path="/auth").status_code == 200
+    assert call(api, bearer("e-1"), path="/authx/locations/l-1/calendar").status_code == 404
+
+
+def test_each_call_logs_one_request_line_with_its_decision(fa: Api, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    call(fa, {**bearer("e-1"), **nginx("GET", "/locations/l-1/calendar"), "X-Request-Id": "rid-log-1"})
+    call(fa, bearer("e-1"), path="/v1/forward-auth/locations/l-1/reports")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line.get("event") == "request"]
+    assert [(r["route"], r["status"], r.get("right"), r.get("allowed")) for r in requests] == [
+        ("/v1/forward-auth", 200, "calendar:view", True),
+        ("/v1/forward-auth/<fa_path:rest>", 403, "report:view", False)]
+    assert requests[0]["request_id"] == "rid-log-1"
+
+
+def test_a_remembered_jwt_stops_working_when_it_expires(fa: Api) -> None:
+    """Through the route: the first call verifies and remembers the token; once it has expired
+    the call is a 401 ``expired``, not an answer from the cache."""
+    runtime = runtime_of(fa.app)
+    runtime.jwt_verifier = JwtVerifier(secret=SECRET, leeway=0)  # read per call; no leeway to wait out
+    expires = int(time.time()) + 1
+    headers = {"Authorization": f"Bearer {token('e-1', exp=expires)}", **nginx("GET", "/locations/l-1/calendar")}
+    assert call(fa, headers).status_code == 200
+    assert runtime.jwt_verifier.cached(token("e-1", exp=expires))
+    while time.time() < expires:
+        time.sleep(0.05)
+    response = call(fa, headers)
+    assert response.status_code == 401
+    assert response.get_json()["error"]["reason"] == "expired"
 
 
 def read_log(url: str, log: str) -> list[dict[str, Any]]:

@@ -309,3 +309,144 @@ def test_pem_in_secret_setting_is_a_config_error(rsa_key: rsa.RSAPrivateKey) -> 
 
 def test_repr_does_not_show_the_secret() -> None:
     assert SECRET not in repr(JwtVerifier(secret=SECRET))
+
+
+# --- the cache of verified tokens ------------------------------------------------------------
+
+
+class Clock:
+    """A wall clock the test moves by hand (the cache's; PyJWT keeps the real one)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_verified_token_is_remembered_and_answered_alike() -> None:
+    verifier = JwtVerifier(secret=SECRET)
+    token = hs256(claims(amr=["mfa"], loc="l-1"))
+    assert not verifier.cached(token)
+    first = verifier.verify(token)
+    assert verifier.cached(token)
+    assert verifier.verify(token) == first
+    assert (first.employee, first.mfa, first.location) == ("e-1", True, "l-1")
+
+
+def test_the_remembered_identity_is_read_only() -> None:
+    identity = JwtVerifier(secret=SECRET).verify(hs256(claims()))
+    with pytest.raises(TypeError):
+        identity.claims["sub"] = "e-admin"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("token", [
+    hs256(claims(), OTHER_SECRET),
+    hs256(claims(exp=int(time.time()) - 60)),
+    "not.a.jwt",
+], ids=["bad_signature", "expired", "malformed"])
+def test_a_refused_token_is_never_remembered(token: str) -> None:
+    verifier = JwtVerifier(secret=SECRET)
+    for _ in range(2):
+        with pytest.raises(InvalidToken):
+            verifier.verify(token)
+        assert not verifier.cached(token)
+
+
+def test_a_tampered_copy_of_a_remembered_token_is_verified_in_full() -> None:
+    verifier = JwtVerifier(secret=SECRET)
+    token = hs256(claims(sub="e-1"))
+    verifier.verify(token)
+    header, payload, signature = token.split(".")
+    forged_payload = f"{header}.{b64(json.dumps(claims(sub='e-admin')).encode())}.{signature}"
+    flipped = "A" if signature[0] != "A" else "B"
+    forged_signature = f"{header}.{payload}.{flipped}{signature[1:]}"
+    for forged in (forged_payload, forged_signature, token + "x", " " + token):
+        assert not verifier.cached(forged)
+        with pytest.raises(InvalidToken):
+            verifier.verify(forged)
+    assert verifier.verify(token).employee == "e-1"  # the genuine one is still served
+
+
+def test_a_remembered_token_is_refused_once_it_expires() -> None:
+    """Real time, no leeway: the token passes, is remembered, then expires; the cache must not
+    keep answering for it (its TTL, 30 s, is far longer than the token's life)."""
+    verifier = JwtVerifier(secret=SECRET, leeway=0)
+    expires = int(time.time()) + 2
+    token = hs256(claims(exp=expires))
+    assert verifier.verify(token).employee == "e-1"
+    assert verifier.cached(token)
+    while time.time() < expires:
+        time.sleep(0.05)
+    assert not verifier.cached(token)
+    with pytest.raises(InvalidToken) as caught:
+        verifier.verify(token)
+    assert caught.value.reason == "expired"
+
+
+def test_an_entry_is_served_until_its_exp_at_the_latest() -> None:
+    clock = Clock()
+    verifier = JwtVerifier(secret=SECRET, clock=clock, cache_ttl_s=3600)
+    token = hs256(claims(exp=int(clock.now) + 600))
+    verifier.verify(token)
+    clock.now = float(int(clock.now) + 599)
+    assert verifier.cached(token)
+    clock.now = float(int(clock.now) + 1)  # exp itself: never served, whatever the leeway
+    assert not verifier.cached(token)
+
+
+def test_an_entry_is_served_for_the_ttl_at_most() -> None:
+    clock = Clock()
+    verifier = JwtVerifier(secret=SECRET, clock=clock, cache_ttl_s=30)
+    token = hs256(claims())
+    verifier.verify(token)
+    start = clock.now
+    clock.now = start + 29.9
+    assert verifier.cached(token)
+    clock.now = start + 30
+    assert not verifier.cached(token)
+    verifier.verify(token)  # verified in full again, remembered from now
+    assert verifier.cached(token)
+
+
+def test_a_clock_stepped_back_makes_entries_unusable() -> None:
+    clock = Clock()
+    verifier = JwtVerifier(secret=SECRET, clock=clock)
+    token = hs256(claims())
+    verifier.verify(token)
+    clock.now -= 10  # before the verification: nothing vouches for that moment
+    assert not verifier.cached(token)
+
+
+def test_the_cache_is_bounded_and_drops_the_oldest_first() -> None:
+    verifier = JwtVerifier(secret=SECRET, cache_size=2)
+    tokens = [hs256(claims(sub=f"e-{n}")) for n in range(3)]
+    for token in tokens:
+        verifier.verify(token)
+    assert [verifier.cached(token) for token in tokens] == [False, True, True]
+    verifier.verify(tokens[1])  # a hit does not reorder; only a new verification does
+    verifier.verify(tokens[0])
+    assert [verifier.cached(token) for token in tokens] == [True, False, True]
+
+
+def test_a_cache_of_size_zero_remembers_nothing() -> None:
+    verifier = JwtVerifier(secret=SECRET, cache_size=0)
+    token = hs256(claims())
+    assert verifier.verify(token).employee == "e-1"
+    assert not verifier.cached(token)
+
+
+def test_rotated_keys_do_not_inherit_what_the_old_verifier_remembered(rsa_key: rsa.RSAPrivateKey) -> None:
+    """Keys are settings: new keys mean a new verifier (a restart, or SIGHUP's new workers), whose
+    cache starts empty; a token the old one remembered is verified against the new keys."""
+    old = JwtVerifier(secret=SECRET)
+    token = hs256(claims())
+    old.verify(token)
+    assert old.cached(token)
+    for rotated in (JwtVerifier(secret=OTHER_SECRET), JwtVerifier(public_key=public_pem(rsa_key))):
+        assert not rotated.cached(token)
+        with pytest.raises(InvalidToken) as caught:
+            rotated.verify(token)
+        assert caught.value.reason in ("bad_signature", "bad_algorithm")
+    old.clear_cache()
+    assert not old.cached(token)

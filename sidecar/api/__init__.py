@@ -21,7 +21,6 @@ from sidecar.api import (
     billing,
     console,
     directory,
-    forward_auth,
     health,
     mfa,
     migration,
@@ -52,7 +51,7 @@ def register(app: Flask, runtime: Runtime) -> None:
     """Serve ``runtime`` from ``app``: hooks, error handlers, every blueprint."""
     attach(app, runtime)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False  # OPTIONS is a JSON 405, not an HTML 200 (forward-auth takes it)
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False  # OPTIONS is a JSON 405, not an HTML 200
     app.before_request(_begin)
     app.after_request(_finish)
     app.register_error_handler(SidecarError, _sidecar_error)
@@ -70,8 +69,7 @@ def register(app: Flask, runtime: Runtime) -> None:
         tokens.bp,                                       # service tokens: create, list, revoke, their trail
         webhooks.bp,                                     # webhook subscriptions of chains and locations
         console.bp,                                      # /console/: the web console (HTML, employee JWT)
-        forward_auth.blueprint(app, runtime.settings),   # /v1/forward-auth (prefix from settings)
-    ):
+    ):  # /v1/check(/batch) and /v1/forward-auth: fast_path.DecisionRoutes, before Flask
         app.register_blueprint(blueprint)
 
 

@@ -1,20 +1,20 @@
-"""The decision fast path (scope ``check``): ``POST /v1/check`` and ``POST /v1/check/batch``.
+"""The decision fast path: ``POST /v1/check``, ``POST /v1/check/batch`` (scope ``check``) and forward-auth.
 
-These two routes are the hot path. :class:`DecisionRoutes` answers them as a thin WSGI layer in
+These routes are the hot path. :class:`DecisionRoutes` answers them as a thin WSGI layer in
 front of Flask (no request context, routing or response objects: a decision costs tens of
 microseconds, Flask's machinery would cost more than the decision), through the same edge as
 every other route (:mod:`sidecar.api.edge`: token check, error bodies, headers, request id, log
-line, metrics) and the same limits (:mod:`sidecar.api.limits`). Everything else passes
-through to Flask, after the limits.
+line, metrics) and the same limits (:mod:`sidecar.api.limits`). Forward-auth calls (every method,
+no sidecar token, the proxy's JWT instead) are answered by :mod:`sidecar.api.forward_auth` through
+the same edge. Everything else passes through to Flask, after the limits.
 
-Imports: the api edge and auth, the runtime, policy values, errors.
+Imports: the api edge, auth and forward_auth, the runtime, policy values, errors.
 """
 
 from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import parse_qs
@@ -22,13 +22,14 @@ from urllib.parse import parse_qs
 import orjson
 import structlog
 
-from sidecar.api import limits
+from sidecar.api import forward_auth, limits
 from sidecar.api.auth import authorize
 from sidecar.api.edge import (
     INTERNAL_ERROR,
     begin,
     finish,
     method_not_allowed,
+    new_id,
     parse_json_object,
     request_id,
     status_line,
@@ -84,7 +85,7 @@ def decide_one(runtime: Runtime, raw: bytes, query: QueryArgs, rid: str) -> tupl
     right = f"{text_field(body, 'resource', 64)}:{text_field(body, 'action', 64)}"
     explain = (query.get("explain") or [""])[0] in ("1", "true")
     decision = runtime.decide(employee, location, right, mfa=context.get("mfa", False), explain=explain)
-    answer: dict[str, Any] = {"allowed": decision.allowed, "decision_id": uuid.uuid4().hex, "reason": decision.reason}
+    answer: dict[str, Any] = {"allowed": decision.allowed, "decision_id": new_id(), "reason": decision.reason}
     if explain:
         answer["explanation"] = decision.explanation or {"roles": [], "overrides": {"allow": [], "deny": []},
                                                           "matched_rule": []}
@@ -110,7 +111,7 @@ def decide_batch(runtime: Runtime, raw: bytes, query: QueryArgs, rid: str) -> tu
                       None if own_employee is None else check_id(own_employee, "checks[].employee"),
                       None if own_location is None else check_id(own_location, "checks[].location")))
     employee, location, context = _subject(runtime, body, query)
-    batch_id = uuid.uuid4().hex
+    batch_id = new_id()
     asks = [(own_employee or employee, own_location or location, f"{resource}:{action}")
             for resource, action, own_employee, own_location in items]
     decisions = runtime.decide_many(asks, mfa=context.get("mfa", False))
@@ -137,7 +138,7 @@ ALLOWED = ("POST",)
 
 
 class DecisionRoutes:
-    """WSGI middleware answering the two decision routes; everything else goes to ``app``.
+    """WSGI middleware answering the decision routes and forward-auth; everything else goes to ``app``.
 
     Every request first passes :mod:`sidecar.api.limits` (target and header sizes; the body,
     read whole here for the Flask routes too), so both paths refuse the same requests alike.
@@ -146,11 +147,15 @@ class DecisionRoutes:
     def __init__(self, app: Callable[..., Iterable[bytes]], runtime: Runtime) -> None:
         self.app = app
         self.runtime = runtime
+        self.forward_auth = forward_auth.ForwardAuthRoutes(runtime.settings)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         route = environ.get("PATH_INFO", "")
         handler = HOT_ROUTES.get(route)
         if handler is None:
+            proxied = self.forward_auth.match(route)
+            if proxied is not None:
+                return self._forward_auth(environ, start_response, *proxied)
             try:
                 limits.check_head(environ)
                 limits.buffer_body(environ)
@@ -183,14 +188,41 @@ class DecisionRoutes:
             status, answer = 500, INTERNAL_ERROR
         return self._answer(environ, start_response, route, status, answer, rid, started, decisions, allow)
 
+    def _forward_auth(self, environ: dict[str, Any], start_response: Callable[..., Any], prefix: str,
+                      route: str) -> Iterable[bytes]:
+        """A forward-auth call: the limits, the method, then :func:`forward_auth.answer`."""
+        started = time.perf_counter()
+        rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
+        begin(rid)
+        decisions: list[Decision] = []
+        allow: tuple[str, ...] = ()
+        headers: list[tuple[str, str]] = []
+        try:
+            limits.check_head(environ)
+            limits.read_body(environ)  # not used (Envoy may send the client's); its limits apply as anywhere
+            if environ.get("REQUEST_METHOD") not in forward_auth.METHODS:
+                status, answer, allow = 405, method_not_allowed(forward_auth.METHODS), forward_auth.METHODS
+            else:
+                self.runtime.maybe_reload_policies()
+                result = forward_auth.answer(self.runtime, environ, prefix, rid)
+                status, answer, headers, decisions = result.status, result.body, result.headers, result.decisions
+        except SidecarError as error:
+            status, answer, headers = error.status, error.body(), forward_auth.error_headers(error)
+        except Exception as error:  # a failure is a 500 JSON body, never a traceback and never an allow
+            log.exception("unhandled_error", error_type=type(error).__name__)
+            status, answer = 500, INTERNAL_ERROR
+        return self._answer(environ, start_response, route, status, answer, rid, started, decisions, allow, headers)
+
     @staticmethod
     def _answer(environ: dict[str, Any], start_response: Callable[..., Any], route: str, status: int,
                 answer: dict[str, Any], rid: str, started: float, decisions: Sequence[Decision] = (),
-                allow: Sequence[str] = ()) -> Iterable[bytes]:
+                allow: Sequence[str] = (), extra: Sequence[tuple[str, str]] = ()) -> Iterable[bytes]:
         payload = orjson.dumps(answer)
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload))), ("X-Request-Id", rid)]
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload))), ("X-Request-Id", rid),
+                   *extra]
         if allow:
             headers.append(("Allow", ", ".join(allow)))
         start_response(status_line(status), headers)
-        finish(environ.get("REQUEST_METHOD", ""), route, status, time.perf_counter() - started, decisions)
-        return [payload]
+        method = environ.get("REQUEST_METHOD", "")
+        finish(method, route, status, time.perf_counter() - started, decisions)
+        return [] if method == "HEAD" else [payload]  # HEAD: the GET answer's headers, no body

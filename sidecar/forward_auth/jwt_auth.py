@@ -25,15 +25,32 @@ Contract
   ``SIDECAR_JWT_PUBLIC_KEY`` is set (forward-auth then answers 503) and raises
   :class:`~sidecar.config.ConfigError` for a key it cannot use.
 
-Pure: no Flask, no Redis. Thread-safe (the verifier is immutable after construction).
+* **Verified tokens are remembered** (a proxy sends the same JWT with every request of a
+  session, and a signature check is most of a forward-auth call's cost). The cache is keyed by
+  the SHA-256 of the exact token text, so any other token, tampered or re-encoded, is verified
+  in full. An entry is served only from the moment its token passed a full verification until
+  the earliest of its ``exp`` (without the leeway) and ``cache_ttl_s`` later (default 30 s), so
+  it never accepts a token that a full verification would now refuse for time reasons (``exp``
+  is never extended; ``nbf`` / ``iat`` only become more satisfied as time moves on; a clock
+  stepped back makes entries unusable until it catches up). Failures are never remembered. At
+  most ``cache_size`` entries (default 4096), the oldest dropped first. The cache belongs to the
+  verifier, and a verifier to its keys: new keys (a restart or SIGHUP of the workers: keys are
+  settings) mean a new verifier and an empty cache; :meth:`JwtVerifier.clear_cache` empties it.
+
+Pure: no Flask, no Redis. Thread-safe (the keys are immutable after construction; the cache
+is read without a lock and written under one).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import jwt
 from cryptography import x509
@@ -46,6 +63,8 @@ from sidecar.policy.directory import is_valid_id
 
 DEFAULT_LEEWAY_S = 5.0
 MAX_TOKEN_LENGTH = 16 * 1024
+CACHE_SIZE = 4096  # verified tokens remembered per verifier
+CACHE_TTL_S = 30.0  # the longest a verified token is remembered (never past its exp)
 
 REASONS = (
     "missing_token",  # no Authorization header, or not the Bearer scheme, or an empty token
@@ -130,6 +149,12 @@ def _number(claims: Mapping[str, Any], name: str) -> None:
         raise InvalidToken("malformed", f"claim {name} must be a NumericDate (a number)")
 
 
+class _Verified(NamedTuple):
+    identity: Identity
+    since: float  # when the token passed a full verification (the clock, after it)
+    until: float  # min(exp, since + ttl): served only in [since, until)
+
+
 class JwtVerifier:
     """Verifies employee JWTs with the configured key(s); see the module docstring."""
 
@@ -141,6 +166,9 @@ class JwtVerifier:
         issuer: str | None = None,
         audience: str | None = None,
         leeway: float = DEFAULT_LEEWAY_S,
+        cache_size: int = CACHE_SIZE,
+        cache_ttl_s: float = CACHE_TTL_S,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not secret and not public_key:
             raise ConfigError("forward-auth needs SIDECAR_JWT_SECRET or SIDECAR_JWT_PUBLIC_KEY")
@@ -165,6 +193,11 @@ class JwtVerifier:
         self.audience = audience
         self.leeway = leeway
         self._jwt = jwt.PyJWT()
+        self._cache: dict[bytes, _Verified] = {}  # sha256(token) -> its verified identity, oldest first
+        self._cache_lock = threading.Lock()
+        self._cache_size = cache_size
+        self._cache_ttl_s = cache_ttl_s
+        self._clock = clock  # the wall clock (exp is wall time); injectable for tests
 
     @classmethod
     def from_settings(cls, settings: Settings, *, leeway: float = DEFAULT_LEEWAY_S) -> JwtVerifier:
@@ -184,11 +217,54 @@ class JwtVerifier:
         return self.verify(bearer_token(authorization))
 
     def verify(self, token: str) -> Identity:
-        """Verify ``token`` and return its :class:`Identity`, or raise :class:`InvalidToken`."""
+        """Verify ``token`` and return its :class:`Identity`, or raise :class:`InvalidToken`.
+
+        A token that passed a full verification is answered from the cache within its bounds
+        (see the module docstring).
+        """
         if not token:
             raise InvalidToken("missing_token", "Authorization: Bearer <jwt> is required")
         if len(token) > MAX_TOKEN_LENGTH:
             raise InvalidToken("malformed", "token too long")
+        key = _cache_key(token)
+        entry = self._cache.get(key)
+        if entry is not None and entry.since <= self._clock() < entry.until:
+            return entry.identity
+        try:
+            identity = self._verify(token)
+        except InvalidToken:
+            if entry is not None:
+                with self._cache_lock:
+                    self._cache.pop(key, None)
+            raise
+        self._remember(key, identity)
+        return identity
+
+    def cached(self, token: str) -> bool:
+        """Whether :meth:`verify` would answer ``token`` from the cache now."""
+        entry = self._cache.get(_cache_key(token))
+        return entry is not None and entry.since <= self._clock() < entry.until
+
+    def clear_cache(self) -> None:
+        """Forget every verified token (each is verified in full again)."""
+        with self._cache_lock:
+            self._cache.clear()
+
+    def _remember(self, key: bytes, identity: Identity) -> None:
+        if self._cache_size <= 0:
+            return
+        since = self._clock()  # read after the verification: no earlier moment is vouched for
+        until = min(float(identity.claims["exp"]), since + self._cache_ttl_s)
+        if until <= since:
+            return
+        with self._cache_lock:
+            self._cache.pop(key, None)  # re-inserted at the end: the oldest entry is the first
+            while len(self._cache) >= self._cache_size:
+                del self._cache[next(iter(self._cache))]
+            self._cache[key] = _Verified(identity, since, until)
+
+    def _verify(self, token: str) -> Identity:
+        """The full verification: header, algorithm, signature, times, claims."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
@@ -224,8 +300,13 @@ class JwtVerifier:
             mfa=isinstance(amr, list) and "mfa" in amr,
             location=location if is_valid_id(location) else None,
             expires_at=int(claims["exp"]),
-            claims=claims,
+            claims=MappingProxyType(claims),  # shared by every call the cache answers: read-only
         )
+
+
+def _cache_key(token: str) -> bytes:
+    """The cache key of a token: SHA-256 of its exact text (a WSGI header value is latin-1)."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
 def _translate(exc: jwt.InvalidTokenError) -> InvalidToken:

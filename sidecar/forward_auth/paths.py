@@ -61,6 +61,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import unquote_to_bytes
 
 from sidecar.config import DEFAULT_FORWARD_AUTH_PREFIX
@@ -71,10 +72,17 @@ MAX_TARGET_LENGTH = 8192
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}")
 _DELIMITERS = frozenset("/\\?#%;")
+_QUERY_OR_FRAGMENT = re.compile(r"[?#]")
+# A proxy asks about the same few paths over and over: their forms are remembered (a pure
+# function of the path; a refusal is not remembered, it raises again). Bounded: at most this
+# many paths of at most this length.
+_CACHED_PATHS = 4096
+_CACHED_PATH_LENGTH = 512
 _SOURCES = (
     ("nginx", "x-original-method", "x-original-uri"),
     ("traefik", "x-forwarded-method", "x-forwarded-uri"),
 )
+ORIGINAL_REQUEST_HEADERS = tuple(name for _, *names in _SOURCES for name in names)  # all original_request reads
 
 
 class RequestRejected(Forbidden):
@@ -136,7 +144,14 @@ def literal_path(target: str) -> str:
 def _paths(target: str) -> tuple[str, str]:
     if len(target) > MAX_TARGET_LENGTH:
         raise RequestRejected("too_long", f"request target longer than {MAX_TARGET_LENGTH} characters")
-    path = re.split(r"[?#]", target, maxsplit=1)[0]
+    path = _QUERY_OR_FRAGMENT.split(target, maxsplit=1)[0]
+    if len(path) <= _CACHED_PATH_LENGTH:
+        return _cached_forms(path)
+    return _forms(path)
+
+
+def _forms(path: str) -> tuple[str, str]:
+    """The normalised and literal forms of a path (the target cut at ``?``/``#``), or RequestRejected."""
     if not path.startswith("/"):
         raise RequestRejected("not_origin_form", "the request target must start with /")
     for char in path:
@@ -215,3 +230,6 @@ def original_request(
                 f"{first.source} and {other.source} name different original requests",
             )
     return first
+
+
+_cached_forms = lru_cache(maxsize=_CACHED_PATHS)(_forms)

@@ -34,11 +34,12 @@ from dataclasses import dataclass
 from sidecar.config import DEFAULT_FORWARD_AUTH_PREFIX
 from sidecar.errors import Unavailable
 from sidecar.forward_auth.jwt_auth import Identity, JwtVerifier
-from sidecar.forward_auth.paths import OriginalRequest, RequestRejected, original_request
+from sidecar.forward_auth.paths import ORIGINAL_REQUEST_HEADERS, OriginalRequest, RequestRejected, original_request
 from sidecar.policy.directory import is_valid_id
 from sidecar.policy.routes import RouteMatch, RouteTable
 
 LOCATION_HEADER = "x-location-id"
+HEADERS = ("authorization", LOCATION_HEADER, *ORIGINAL_REQUEST_HEADERS)  # every header build_query reads
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,12 @@ def build_query(
     headers: Mapping[str, str] | Iterable[tuple[str, str]],
     prefix: str = DEFAULT_FORWARD_AUTH_PREFIX,
 ) -> ForwardAuthQuery:
-    """See the module docstring. ``target`` is the raw request-target of the call (RAW_URI)."""
+    """See the module docstring. ``target`` is the raw request-target of the call (RAW_URI).
+
+    ``headers`` may be all of the call's headers or only those named in :data:`HEADERS` (the
+    others are never read), as long as a repeated header is given as every copy or joined with
+    commas (PEP 3333 does the latter).
+    """
     if verifier is None:
         raise Unavailable("forward-auth is not configured: set SIDECAR_JWT_SECRET or SIDECAR_JWT_PUBLIC_KEY")
     pairs = list(headers.items() if isinstance(headers, Mapping) else headers)
