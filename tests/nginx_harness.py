@@ -15,7 +15,8 @@ Contract
   ``nginx -c conf -p workdir/ -e error.log`` in the foreground (``daemon off``, master + one
   worker) on 127.0.0.1:<free port>, waits until the port answers, and stops it (SIGTERM, then
   SIGKILL). Every request is first sent to ``http://127.0.0.1:<auth_port><auth_path>`` as a
-  body-less GET carrying ``X-Original-Method``, ``X-Original-URI`` (``$request_uri``: raw,
+  body-less HEAD (so nginx can keep the connection: it reuses one after a subrequest only when
+  the answer has no body) carrying ``X-Original-Method``, ``X-Original-URI`` (``$request_uri``: raw,
   query included), ``Authorization`` and ``X-Location-Id``; a 2xx lets it through to the
   upstream with ``X-Employee-Id`` / ``X-Decision-Id`` taken from the auth answer (replacing
   whatever the client sent); a 401 or 403 is returned to the client as is; anything else
@@ -83,6 +84,7 @@ class Seen:
     path: str
     headers: dict[str, str]  # lower-case names
     body: bytes = field(repr=False, default=b"")
+    peer_port: int = 0  # the client's port: one value per connection
 
 
 class _Server(ThreadingHTTPServer):
@@ -104,7 +106,8 @@ class StubServer:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                seen = Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                seen = Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body,
+                            int(self.client_address[1]))
                 with stub._lock:
                     stub.requests.append(seen)
                 status, headers, payload = stub.respond(seen)

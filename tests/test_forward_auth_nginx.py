@@ -28,7 +28,8 @@ class StandInAuth(StubServer):
     def respond(self, seen: Seen) -> tuple[int, dict[str, str], bytes]:
         authorization = seen.headers.get("authorization")
         if authorization == "Bearer good":
-            return 200, {"X-Employee-Id": "e-1", "X-Decision-Id": "d-1"}, b""
+            return 200, {"X-Employee-Id": "e-1", "X-Decision-Id": "d-1", "Content-Type": "application/json"}, \
+                b'{"allowed":true}'  # a body, as the sidecar's (not sent to a HEAD)
         if authorization is None:
             return 401, {"WWW-Authenticate": "Bearer", "Content-Type": "application/json"}, b'{"error":{}}'
         return 403, {"Content-Type": "application/json"}, b'{"error":{}}'
@@ -99,7 +100,7 @@ def test_harness_self_test_auth_server_gets_raw_original_request_without_body(
     answer = nginx.request("POST", target, {**GOOD, "X-Location-Id": "l-1"}, body)
     assert answer.status == 200
     [seen] = auth.requests
-    assert (seen.method, seen.path) == ("GET", "/v1/forward-auth")
+    assert (seen.method, seen.path) == ("HEAD", "/v1/forward-auth")
     assert seen.headers["x-original-method"] == "POST"
     assert seen.headers["x-original-uri"] == target
     assert seen.headers["authorization"] == "Bearer good"
@@ -108,6 +109,16 @@ def test_harness_self_test_auth_server_gets_raw_original_request_without_body(
     assert seen.headers.get("content-length", "0") == "0"
     [reached] = upstream.requests
     assert (reached.method, reached.path, len(reached.body)) == ("POST", target, len(body))
+
+
+def test_harness_self_test_nginx_keeps_its_connection_to_the_auth_server(nginx: NginxHarness,
+                                                                          auth: StandInAuth) -> None:
+    """The auth subrequest is a HEAD: nginx reuses an upstream connection after a subrequest only
+    when the answer has no body (with GET and a JSON body it opened one connection per request)."""
+    for _ in range(5):
+        assert nginx.request("GET", "/locations/l-1/calendar", GOOD).status == 200
+    assert [seen.method for seen in auth.requests] == ["HEAD"] * 5
+    assert len({seen.peer_port for seen in auth.requests}) == 1
 
 
 def test_harness_self_test_client_cannot_spoof_employee_or_original_request(
