@@ -144,6 +144,25 @@ def test_a_batch_appends_each_run_of_one_log_in_order_and_skips_seen_ids(app, ap
     assert store.verify(LOG).intact and store.verify("l:l-9").intact
 
 
+def test_every_id_set_a_run_touches_expires_after_the_retention(app, api, redis_url, redis_client) -> None:
+    """The id sets (one per day of the events' times) get their expiry once per run, each of them."""
+    seed(api)
+    store = audit_log(redis_url)
+
+    def event(day: str, n: int) -> dict:
+        made = new_event(category="login", action="login", outcome="success", employee="e-1", location="l-1",
+                         chain="ch-1", object=None, device=None, ip=None, request_id=None, details={"n": n})
+        return {**made, "time": f"{day}T10:00:00.000Z"}
+
+    days = ["2026-06-01", "2026-06-02", "2026-06-02", "2026-06-01", "2026-06-03"]  # none is today (seed)
+    store.append_many([(LOG, event(day, n)) for n, day in enumerate(days)])
+    ttl = (400 + 2) * 86400
+    for day in sorted(set(days)):
+        key = f"sc:audit:{LOG}:ids:{day.replace('-', '')}"
+        assert redis_client.scard(key) == days.count(day)
+        assert ttl - 60 <= redis_client.ttl(key) <= ttl, key
+
+
 def test_retention_trims_old_events_and_the_log_still_verifies(app, api, redis_url) -> None:
     seed(api)
     fill(app, 10)

@@ -41,14 +41,16 @@ LOGS_KEY = "sc:audit:logs"
 PAGE = 500
 
 # A run of events of one log in one step, each appended as one step (skip a seen id, link to the
-# head, XADD, count, remember the id), the head read once and moved once. KEYS: stream, meta, the
-# set of logs, then the id set of each event; ARGV: ttl, log, genesis, then id and body per event.
+# head, XADD, count, remember the id), the head read once and moved once; each id set touched gets
+# its expiry once per run (the events of a batch share a day's set). KEYS: stream, meta, the set of
+# logs, then the id set of each event; ARGV: ttl, log, genesis, then id and body per event.
 # Returns each event's hash, or nil for an id seen before.
 _APPEND_RUN = """
 local prev = redis.call('HGET', KEYS[2], 'head')
 if not prev then prev = ARGV[3] end
 local out = {}
 local added = 0
+local touched, expiring = {}, {}
 for i = 1, (#ARGV - 3) / 2 do
   local id, body, ids = ARGV[2 + 2 * i], ARGV[3 + 2 * i], KEYS[3 + i]
   if redis.call('SISMEMBER', ids, id) == 1 then
@@ -57,12 +59,16 @@ for i = 1, (#ARGV - 3) / 2 do
     local h = redis.sha1hex(prev .. '\\n' .. body)
     redis.call('XADD', KEYS[1], '*', 'e', body, 'p', prev, 'h', h)
     redis.call('SADD', ids, id)
-    redis.call('EXPIRE', ids, ARGV[1])
+    if not touched[ids] then
+      touched[ids] = true
+      expiring[#expiring + 1] = ids
+    end
     prev = h
     added = added + 1
     out[i] = h
   end
 end
+for _, ids in ipairs(expiring) do redis.call('EXPIRE', ids, ARGV[1]) end
 if added > 0 then
   redis.call('HSET', KEYS[2], 'head', prev)
   redis.call('HINCRBY', KEYS[2], 'count', added)
