@@ -193,3 +193,52 @@ def test_check_events_of_a_worker_killed_right_after_answering_are_shipped_by_a_
         assert audit_log(own_redis.url).verify("c:ch-1").intact
     finally:
         later.extensions["sidecar"].stop()
+
+
+def test_ship_own_sends_what_was_pending_at_the_call_and_leaves_what_arrives_meanwhile(tmp_path) -> None:
+    """The shipper ships once per interval: records journaled while Redis answers one batch wait
+    for its next round (before, they were chased at once, in batches of one or two, each with an
+    fsync of Redis: under load most batches were that small)."""
+    from sidecar.store.spool import Spool
+
+    spool = Spool(tmp_path / "spool")
+    spool.append_many([{"n": n} for n in range(5)], sync=False)
+    shipped: list[list[int]] = []
+
+    def sink(records: list[dict]) -> None:
+        shipped.append([r["n"] for r in records])
+        if len(shipped) <= 3:
+            spool.append({"n": 100 + len(shipped)}, sync=False)  # arrives while the batch is in Redis
+
+    assert spool.ship_own(sink, batch=2) == 5
+    assert shipped == [[0, 1], [2, 3], [4]]
+    assert spool.pending() == 3
+    assert spool.ship_own(sink) == 3
+    assert shipped[-1] == [101, 102, 103]
+    spool.close()
+
+
+def test_flush_ships_until_nothing_is_pending(outage_api) -> None:
+    """flush() and stop() drain: what arrives while a batch is in Redis goes too."""
+    seed(outage_api)
+    auditor = outage_api.app.extensions["sidecar"].auditor
+    event = new_event(category="login", action="login", outcome="success", employee="e-1", location="l-1",
+                      chain="ch-1", object=None, device=None, ip=None, request_id=None, details=None)
+    auditor.journal([("c:ch-1", event)])
+    original = auditor._ship
+    extra: list[str] = []
+
+    def ship_and_journal(records: list) -> None:
+        original(records)
+        if len(extra) < 3:
+            late = new_event(category="login", action="login", outcome="success", employee="e-1",
+                             location="l-1", chain="ch-1", object=None, device=None, ip=None, request_id=None,
+                             details={"late": len(extra)})
+            extra.append(late["id"])
+            auditor.journal([("c:ch-1", late)])
+
+    auditor._ship = ship_and_journal  # type: ignore[method-assign]
+    auditor.flush()
+    assert auditor.spool.pending() == 0
+    ids = {e["id"] for e in read_log(outage_api.app.extensions["sidecar"].redis_url, "c:ch-1")}
+    assert {event["id"], *extra} <= ids

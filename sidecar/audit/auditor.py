@@ -87,7 +87,7 @@ class Auditor:
         with self._lock:
             self._thread = None
         with contextlib.suppress(StoreUnavailable, OSError):
-            self._ship_own()
+            self._ship_own(drain=True)
         self.spool.close()
 
     def emit(self, *, category: str, action: str, outcome: str, employee: str | None,
@@ -212,11 +212,20 @@ class Auditor:
         return count + self._ship_own()
 
     def flush(self) -> int:
-        """Ship this process's pending records now (e.g. its journal). Raises StoreUnavailable."""
-        return self._ship_own()
+        """Ship this process's pending records now, until none is left (e.g. its journal).
+        Raises StoreUnavailable."""
+        return self._ship_own(drain=True)
 
-    def _ship_own(self) -> int:
+    def _ship_own(self, *, drain: bool = False) -> int:
+        """Ship the records pending now (the shipper's batch: later ones wait for its next round),
+        or until none is left when ``drain`` or while spooled events wait (they clear the way for
+        this process's next events to go to Redis directly)."""
         count = self.spool.ship_own(self._ship)
+        while (drain or self._spooled) and self.spool.pending():
+            shipped = self.spool.ship_own(self._ship)
+            if not shipped:
+                break
+            count += shipped
         if self._spooled:
             with self._lock:
                 if self._spooled and not self.spool.pending():

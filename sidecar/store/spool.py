@@ -105,18 +105,23 @@ class Spool:
             return len(self._pending) if self._pid == os.getpid() else 0
 
     def ship_own(self, sink: Sink, batch: int = BATCH) -> int:
-        """Hand this process's pending records to ``sink``, oldest first, ``batch`` at a time.
+        """Hand this process's records pending at the call to ``sink``, oldest first, ``batch`` at a time.
 
-        Appends go on while a batch is in the sink. A sink failure propagates, with that batch
-        and the ones after it still pending. The file is emptied whenever nothing is pending.
+        Appends go on while a batch is in the sink; those records wait for the next call (a
+        shipper that calls once per interval thus sends what the interval gathered in one go,
+        rather than chasing every record that arrived while Redis answered with a batch of its
+        own). A sink failure propagates, with that batch and the ones after it still pending.
+        The file is emptied whenever nothing is pending.
         """
         shipped = 0
         with self.ship_lock:
-            while True:
+            with self._lock:
+                due = len(self._pending) if self._pid == os.getpid() else 0
+            while shipped < due:
                 with self._lock:
                     if self._pid != os.getpid() or not self._pending:
                         return shipped
-                    chunk = self._pending[:batch]
+                    chunk = self._pending[:min(batch, due - shipped)]
                 sink(chunk)
                 shipped += len(chunk)
                 with self._lock:
@@ -129,6 +134,7 @@ class Spool:
                             self._size = 0
                     elif self._size > ROTATE_BYTES:
                         self._rewrite()
+        return shipped
 
     def _rewrite(self) -> None:
         """Move the pending records to a new own file (called with ``_lock`` held)."""
