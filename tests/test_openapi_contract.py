@@ -22,6 +22,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from sidecar.api.forward_auth import METHODS as FORWARD_AUTH_METHODS
 from sidecar.openapi import ROUTES, document
 from tests.live_server import LiveServer, live_server
 
@@ -67,6 +68,8 @@ def test_every_served_route_is_documented(app) -> None:
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             served.add((method, path))
     served |= {("POST", "/v1/check"), ("POST", "/v1/check/batch")}  # the WSGI fast path, in front of Flask
+    served |= {(method, path) for method in set(FORWARD_AUTH_METHODS) - {"HEAD", "OPTIONS"}  # and forward-auth
+               for path in ("/v1/forward-auth", "/v1/forward-auth/{rest}")}
     assert served - documented == set()
     assert documented - served == set()
 
