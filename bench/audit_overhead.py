@@ -317,8 +317,11 @@ def _measure_server(mode: str, server: Any, data_dir: Path, token: str, bodies: 
         run = run_mix(url, bodies=bodies, token=token, concurrency=concurrency, duration_s=args.duration)
         # CPU the sidecar's processes (workers and their Redis) spent per check: what a check costs
         # whatever else runs on the machine (requests/s on a shared VM measure the contention too)
-        run["cpu_us_per_check"] = round(cpu_delta(cpu_before, tree_cpu_seconds(server.pid)) * 1e6
-                                        / max(run["requests"], 1), 1)
+        cpu_after = tree_cpu_seconds(server.pid)
+        run["cpu_us_per_check"] = round(cpu_delta(cpu_before, cpu_after) * 1e6 / max(run["requests"], 1), 1)
+        run["cpu_us_per_check_by_process"] = {  # which process spends it (workers, master, redis-server)
+            name: round((value - cpu_before.get(name, 0.0)) * 1e6 / max(run["requests"], 1), 1)
+            for name, value in cpu_after.items()}
         added = audit_total(server.base_url) - before
         # wrk's -d stop may cut a request short; allow a few in flight either way
         expected = run["requests"] / CRITICAL_EVERY if audited else 0
@@ -328,7 +331,8 @@ def _measure_server(mode: str, server: Any, data_dir: Path, token: str, bodies: 
         if abs(added - expected) > concurrency + 2:
             raise BenchError(f"{mode} c={concurrency}: {added:g} audit events for {run['requests']} checks")
         say(f"{mode} c={concurrency}: {run['rps']:,.0f} checks/s, p50 {run['p50_us']} µs, "
-            f"p99 {run['p99_us']} µs, {added:g} audit events, {run['cpu_us_per_check']:g} µs CPU per check")
+            f"p99 {run['p99_us']} µs, {added:g} audit events, {run['cpu_us_per_check']:g} µs CPU per check "
+            f"({', '.join(f'{k} {v:g}' for k, v in run['cpu_us_per_check_by_process'].items())})")
         runs[str(concurrency)] = run
     # the log the critical checks appended to must still verify (exit 1 raises BenchError)
     verify = run_cli(data_dir, ["audit", "verify", "--chain", "ch-1"]).strip() if audited else None
