@@ -47,7 +47,8 @@ def read_body(environ: dict[str, Any]) -> bytes:
         if declared > MAX_BODY:
             raise BodyTooLarge("bodies are at most 1 MiB")
     stream = environ["wsgi.input"]
-    chunked = environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked" or environ.get("wsgi.input_terminated")
+    sent_chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    chunked = sent_chunked or environ.get("wsgi.input_terminated")
     if declared is None and not chunked:
         return b""
     try:
@@ -60,7 +61,7 @@ def read_body(environ: dict[str, Any]) -> bytes:
         raise InvalidBody(f"the body ended after {len(raw)} of its {declared} bytes")
     if len(raw) > MAX_BODY:
         raise BodyTooLarge("bodies are at most 1 MiB")
-    if declared is None and not _reports_chunk_errors(stream):
+    if sent_chunked and not _reports_chunk_errors(stream):
         raise LengthRequired("send Content-Length: under this server a malformed chunk cannot be told "
                              "from the end of a chunked body, so chunked request bodies are refused")
     return raw
