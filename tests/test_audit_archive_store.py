@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
 import psycopg
 import pytest
 import redis
@@ -134,6 +135,68 @@ def test_release_moves_the_floor_only_under_the_lease(audit_log, redis_client):
     assert audit_log.trim("c:c1", ms(2030, 1)) == 0  # with an archive Redis never trims
     lease.release()
     assert Lease(redis_client, lease.key, 30_000).acquire()
+
+
+def test_after_postgresql_restarts_the_next_read_and_write_succeed(archive, audit_log, redis_client,
+                                                                   postgres_cluster):
+    three_months(redis_client)
+    entries = entries_of(audit_log, "c:c1")
+    assert archive.insert(entries[:10]) == 10
+    with archive._connection(), archive._connection(), archive._connection():
+        pass  # three connections now wait idle in the store, as in a busy process
+    assert len(archive._idle) == 3
+    postgres_cluster.restart()  # ends every session: the idle connections are dead, and do not know it yet
+    assert archive.count("c:c1") == 10
+    postgres_cluster.restart()
+    assert archive.insert(entries) == 20
+    postgres_cluster.restart()
+    assert next(archive.newest_first("c:c1", batch=7))["id"] == orjson.loads(entries[-1].body)["id"]
+    postgres_cluster.restart()
+    archive.ping()
+
+
+def test_a_dead_idle_connection_is_replaced_once_not_forever(postgres_cluster, postgres_url):
+    """A reused connection found dead earns one more try on a new one; a new one failing is an answer."""
+    store = ArchiveStore(postgres_url)
+    with store._connection() as conn:
+        pid = conn.info.backend_pid
+    with psycopg.connect(postgres_cluster.admin_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    store.ping()  # the reused connection was ended: dropped, and the ping ran on a new one
+    with pytest.raises(ArchiveUnavailable):
+        store._run(lambda conn: conn.execute("SELECT pg_terminate_backend(pg_backend_pid())"))
+    store.close()
+
+
+def test_an_archive_made_before_an_index_existed_gets_it_built_online(archive, audit_log, redis_client,
+                                                                      postgres_url):
+    three_months(redis_client)
+    entries = entries_of(audit_log, "c:c1")
+    assert archive.insert(entries[:20]) == 20
+    assert archive.missing_indexes() == [] and archive.build_indexes() == []  # a new archive has them all
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # as an earlier version left it
+        conn.execute(f"DROP INDEX {TABLE}_location")
+        conn.execute(f"CREATE INDEX {TABLE}_p202502_location ON {TABLE}_p202502 (log, location, pos_ms, pos_seq)")
+        conn.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass",
+                     (f"{TABLE}_p202502_location",))
+
+    older = ArchiveStore(postgres_url)  # a process started after the upgrade
+    assert older.missing_indexes() == ["location"]
+    assert [e["id"] for e in older.newest_first("c:c1", filters=Filters(location="l1"))]  # readers do not wait
+    assert older.build_indexes() == ["location"]  # the interrupted build's invalid leftover is rebuilt
+    assert older.missing_indexes() == [] and older.build_indexes() == []
+    assert older.insert(entries) == 10  # the third month: a new partition gets the index from its parent
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        indexed = conn.execute(
+            "SELECT t.relname, x.indisvalid FROM pg_inherits i JOIN pg_index x ON x.indexrelid = i.inhrelid "
+            "JOIN pg_class t ON t.oid = x.indrelid WHERE i.inhparent = %s::regclass ORDER BY 1",
+            (f"{TABLE}_location",)).fetchall()
+        plan = "\n".join(row[0] for row in conn.execute(
+            f"EXPLAIN SELECT * FROM {TABLE} WHERE log = 'c:c1' AND location = 'l1' "  # noqa: S608
+            "ORDER BY pos_ms DESC, pos_seq DESC LIMIT 101").fetchall())
+    assert indexed == [(f"{TABLE}_p{month}", True) for month in ("202501", "202502", "202503")]
+    assert "_location" in plan or "location_pos_ms" in plan, plan
+    older.close()
 
 
 def test_an_unreachable_archive_raises_archive_unavailable(tmp_path):

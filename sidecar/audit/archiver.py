@@ -138,6 +138,9 @@ class Archiver:
         moved, batches = 0, 0
         try:
             self.archive.ensure_schema()
+            built = self.archive.build_indexes()  # an archive made by an earlier version: minutes, once
+            if built:
+                log.info("audit_archive_indexes_built", indexes=built)
             for log_id in self.audit_log.logs():
                 while batches < self.max_batches and not self._stop.is_set():
                     began = time.monotonic()

@@ -9,7 +9,8 @@ Layout (created on first use; partitions on demand, under an advisory lock)::
         employee, category, action
         body                      the canonical JSON exactly as hashed (bytea: the bytes must not change)
         prev_hash, hash           the chain links, as in Redis
-        PRIMARY KEY (log, pos_ms, pos_seq); INDEX (log, employee, pos_ms, pos_seq)
+        PRIMARY KEY (log, pos_ms, pos_seq); INDEX (log, employee, pos_ms, pos_seq);
+        INDEX (log, location, pos_ms, pos_seq)
     sidecar_audit_floors          per log: the hash of the last event retention dropped, and how many
 
 An event's position is its identity in a log: the Redis id sets admit each event id once, so an
@@ -29,10 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -44,6 +45,7 @@ TABLE = "sidecar_audit_events"
 FLOORS = "sidecar_audit_floors"
 _LOCK_KEY = 0x5AD17A2C  # pg_advisory_xact_lock: schema and partition changes, one process at a time
 _MAX_IDLE = 4  # connections kept open per store
+T = TypeVar("T")
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -62,12 +64,18 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     PRIMARY KEY (log, pos_ms, pos_seq)
 ) PARTITION BY RANGE (pos_ms);
 CREATE INDEX IF NOT EXISTS {TABLE}_employee ON {TABLE} (log, employee, pos_ms, pos_seq);
+CREATE INDEX IF NOT EXISTS {TABLE}_location ON {TABLE} (log, location, pos_ms, pos_seq);
 CREATE TABLE IF NOT EXISTS {FLOORS} (
     log text PRIMARY KEY,
     floor text NOT NULL,
     dropped bigint NOT NULL
 );
 """
+# The secondary indexes, on the parent (so each partition, present or future, has its own). An
+# archive made by an earlier version lacks the later ones: build_indexes() adds them online.
+INDEXES = (("employee", "log, employee, pos_ms, pos_seq"),  # the Security section filtered by employee
+           ("location", "log, location, pos_ms, pos_seq"))  # the location route over a chain's log
+_BUILD_LOCK = 0x5AD17A2D  # pg_try_advisory_lock: one index build at a time across processes
 _COLUMNS = "log, pos_ms, pos_seq, id, time, location, employee, category, action, body, prev_hash, hash"
 
 
@@ -131,18 +139,76 @@ class ArchiveStore:
         self._idle: list[psycopg.Connection[Any]] = []
         self._lock = threading.Lock()
         self._schema_ready = False
+        self._indexes_ready = False
 
     # -- connections --------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection in a transaction committed on success, rolled back (and dropped) on error."""
+    def _checkout(self) -> tuple[psycopg.Connection[Any], bool]:
+        """An idle connection (reused: True) or a new one."""
         with self._lock:
             conn = self._idle.pop() if self._idle else None
+        if conn is not None and not conn.closed:
+            return conn, True
+        return psycopg.connect(self.url, connect_timeout=self._connect_timeout_s,
+                               application_name="sidecar-audit-archive", autocommit=True,
+                               options=f"-c statement_timeout={self._statement_timeout_ms}"), False
+
+    def _checkin(self, conn: psycopg.Connection[Any]) -> None:
+        with self._lock:
+            if len(self._idle) < _MAX_IDLE:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def _run(self, work: Callable[[psycopg.Connection[Any]], T], *, transaction: bool = True) -> T:
+        """``work(conn)`` in one transaction, committed on success; PostgreSQL errors become
+        ArchiveUnavailable (and the connection is dropped). ``transaction=False`` for one
+        statement: it is a transaction of its own (autocommit), without the BEGIN and COMMIT round
+        trips, which are most of a short read's time on a busy machine.
+
+        An idle connection may be dead without knowing it yet (PostgreSQL restarted, a failover,
+        a proxy's idle timeout): when a reused one turns out broken, the other idle ones are
+        dropped too (a restart ends them all) and ``work`` runs once more on a new connection.
+        Safe because every ``work`` here is a read, DDL guarded by ``IF [NOT] EXISTS`` and a
+        lock, or an ``ON CONFLICT DO NOTHING`` insert: running it again, even after a commit
+        whose answer was lost, changes nothing more.
+        """
+        retried = False
+        while True:
+            conn: psycopg.Connection[Any] | None = None
+            reused = False
+            try:
+                conn, reused = self._checkout()
+                if transaction:
+                    with conn.transaction():
+                        result = work(conn)
+                else:
+                    result = work(conn)
+            except psycopg.Error as exc:
+                broken = conn is not None and conn.broken
+                if conn is not None:
+                    conn.close()
+                if reused and broken and not retried:
+                    retried = True
+                    self.close()
+                    continue
+                raise ArchiveUnavailable("the audit archive (PostgreSQL) is unreachable") from exc
+            except BaseException:
+                if conn is not None:
+                    conn.close()
+                raise
+            self._checkin(conn)
+            return result
+
+    def _fetch(self, query: str, args: Sequence[Any], *, binary: bool = False) -> list[tuple[Any, ...]]:
+        """The rows of one read statement (its own transaction)."""
+        return self._run(lambda conn: conn.cursor(binary=binary).execute(query, args).fetchall(), transaction=False)
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection in a transaction for a ``with`` block (no retry: the block cannot be run twice)."""
+        conn: psycopg.Connection[Any] | None = None
         try:
-            if conn is None or conn.closed:
-                conn = psycopg.connect(self.url, connect_timeout=self._connect_timeout_s,
-                                       application_name="sidecar-audit-archive", autocommit=True,
-                                       options=f"-c statement_timeout={self._statement_timeout_ms}")
+            conn, _ = self._checkout()
             with conn.transaction():
                 yield conn
         except psycopg.Error as exc:
@@ -153,11 +219,7 @@ class ArchiveStore:
             if conn is not None:
                 conn.close()
             raise
-        with self._lock:
-            if len(self._idle) < _MAX_IDLE:
-                self._idle.append(conn)
-                return
-        conn.close()
+        self._checkin(conn)
 
     def close(self) -> None:
         with self._lock:
@@ -167,20 +229,83 @@ class ArchiveStore:
 
     def ping(self) -> None:
         """Raise ArchiveUnavailable unless PostgreSQL answers."""
-        with self._connection() as conn:
-            conn.execute("SELECT 1")
+        self._run(lambda conn: conn.execute("SELECT 1"), transaction=False)
 
     def ensure_schema(self) -> None:
         if self._schema_ready:
             return
-        with self._connection() as conn:
-            # Look first: DDL, even IF NOT EXISTS, takes locks that wait behind running inserts.
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            # Look first: DDL, even IF NOT EXISTS, takes locks that wait behind running inserts. An
+            # archive made by an earlier version is used as it is: build_indexes() completes it.
             row = conn.execute("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
                                (f"{TABLE}_employee", FLOORS)).fetchone()
             if not (row and row[0]):
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
                 conn.execute(_SCHEMA)
+
+        self._run(work)
         self._schema_ready = True
+
+    def missing_indexes(self) -> list[str]:
+        """The secondary indexes (by suffix) not yet valid on the parent table: an archive made by
+        an earlier version, or a build that was interrupted."""
+        self.ensure_schema()
+        rows = self._fetch("SELECT c.relname FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid "
+                           "WHERE x.indrelid = to_regclass(%s) AND x.indisvalid", (TABLE,))
+        valid = {str(row[0]) for row in rows}
+        return [suffix for suffix, _ in INDEXES if f"{TABLE}_{suffix}" not in valid]
+
+    def build_indexes(self) -> list[str]:
+        """Add the secondary indexes an existing archive lacks, without blocking its writers; the
+        suffixes built (none when another process is building them).
+
+        PostgreSQL cannot build an index concurrently on a partitioned table, so, as its manual
+        says: an index on the parent alone (invalid until complete), then per partition an index
+        built ``CONCURRENTLY`` (inserts go on meanwhile) and attached. Partitions created
+        meanwhile get theirs from the parent. A build interrupted halfway is resumed: an invalid
+        leftover is dropped and rebuilt. It takes minutes on a large archive; the archiver calls
+        it under its lease, and readers never wait for it (they only run slower without it).
+        """
+        if self._indexes_ready:
+            return []
+        missing = self.missing_indexes()
+        if not missing:
+            self._indexes_ready = True
+            return []
+        try:  # CONCURRENTLY runs outside a transaction, and may take longer than any statement timeout
+            conn = psycopg.connect(self.url, connect_timeout=self._connect_timeout_s, autocommit=True,
+                                   application_name="sidecar-audit-archive-index-build")
+        except psycopg.Error as exc:
+            raise ArchiveUnavailable("the audit archive (PostgreSQL) is unreachable") from exc
+        try:
+            with conn:
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (_BUILD_LOCK,)).fetchone()
+                if not (row and row[0]):
+                    return []
+                for suffix, columns in INDEXES:
+                    if suffix in missing:
+                        self._build_index(conn, suffix, columns)
+        except psycopg.Error as exc:
+            raise ArchiveUnavailable(f"building the audit archive's {missing} index failed: {exc}") from exc
+        return missing
+
+    def _build_index(self, conn: psycopg.Connection[Any], suffix: str, columns: str) -> None:
+        parent = f"{TABLE}_{suffix}"
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {parent} ON ONLY {TABLE} ({columns})")
+        for partition in self._partitions(conn):
+            attached = conn.execute(
+                "SELECT 1 FROM pg_inherits i JOIN pg_index x ON x.indexrelid = i.inhrelid "
+                "WHERE i.inhparent = to_regclass(%s) AND x.indrelid = to_regclass(%s)", (parent, partition)).fetchone()
+            if attached:
+                continue
+            child = f"{partition}_{suffix}"
+            leftover = conn.execute("SELECT x.indisvalid FROM pg_index x WHERE x.indexrelid = to_regclass(%s)",
+                                    (child,)).fetchone()
+            if leftover and not leftover[0]:
+                conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {child}")
+            conn.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {child} ON {partition} ({columns})")
+            conn.execute(f"ALTER INDEX {parent} ATTACH PARTITION {child}")
 
     # -- writing --------------------------------------------------------------------------------
     def insert(self, entries: Sequence[Entry]) -> int:
@@ -198,14 +323,16 @@ class ArchiveStore:
                     event.get("location"), event.get("employee"), str(event.get("category", "")),
                     str(event.get("action", "")), entry.body, entry.prev_hash, entry.hash), strict=True):
                 column.append(value)
-        with self._connection() as conn:
+
+        def work(conn: psycopg.Connection[Any]) -> int:
             self._ensure_partitions(conn, months)
-            cursor = conn.execute(
+            return conn.execute(
                 f"INSERT INTO {TABLE} ({_COLUMNS}) SELECT * FROM unnest("  # noqa: S608 (constant names)
                 "%s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], "
                 "%s::text[], %s::text[], %s::bytea[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING",
-                columns)
-            return cursor.rowcount
+                columns).rowcount
+
+        return self._run(work)
 
     def _ensure_partitions(self, conn: psycopg.Connection[Any], months: set[tuple[int, int]]) -> None:
         existing = set(self._partitions(conn))
@@ -227,8 +354,7 @@ class ArchiveStore:
 
     def partitions(self) -> list[str]:
         self.ensure_schema()
-        with self._connection() as conn:
-            return self._partitions(conn)
+        return self._run(self._partitions, transaction=False)
 
     def drop_before(self, cutoff_ms: int) -> list[str]:
         """Drop every partition whose whole month ends at or before ``cutoff_ms``, oldest first.
@@ -239,16 +365,12 @@ class ArchiveStore:
         """
         self.ensure_schema()
         dropped: list[str] = []
-        with self._connection() as conn:
-            names = self._partitions(conn)
-        for name in names:
-            year, month = int(name[-6:-2]), int(name[-2:])
-            if month_bounds(year, month)[1] > cutoff_ms:
-                break
-            with self._connection() as conn:
+
+        def drop(name: str) -> bool:
+            def work(conn: psycopg.Connection[Any]) -> bool:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
                 if name not in self._partitions(conn):
-                    continue  # another process dropped it meanwhile
+                    return False  # another process dropped it meanwhile (or this one, its answer lost)
                 conn.execute(
                     f"INSERT INTO {FLOORS} (log, floor, dropped) "  # noqa: S608 (constant names)
                     f"SELECT DISTINCT ON (log) log, hash, count(*) OVER (PARTITION BY log) FROM {name} "
@@ -256,7 +378,15 @@ class ArchiveStore:
                     "ON CONFLICT (log) DO UPDATE SET floor = EXCLUDED.floor, "
                     f"dropped = {FLOORS}.dropped + EXCLUDED.dropped")
                 conn.execute(f"DROP TABLE {name}")
-            dropped.append(name)
+                return True
+            return self._run(work)
+
+        for name in self._run(self._partitions, transaction=False):
+            year, month = int(name[-6:-2]), int(name[-2:])
+            if month_bounds(year, month)[1] > cutoff_ms:
+                break
+            if drop(name):
+                dropped.append(name)
         return dropped
 
     # -- reading --------------------------------------------------------------------------------
@@ -294,13 +424,12 @@ class ArchiveStore:
         while True:
             clause = " AND ".join(where)
             args: list[Any] = list(params)
-            if position is not None:
-                clause += " AND (pos_ms, pos_seq) < (%s, %s)"
-                args += position
-            with self._connection() as conn:  # binary: bytea arrives as bytes, not hex text
-                rows = conn.cursor(binary=True).execute(
-                    f"SELECT pos_ms, pos_seq, body, prev_hash, hash FROM {TABLE} WHERE {clause} "  # noqa: S608
-                    "ORDER BY pos_ms DESC, pos_seq DESC LIMIT %s", [*args, size]).fetchall()
+            if position is not None:  # pos_ms alone lets the planner skip the newer partitions
+                clause += " AND pos_ms <= %s AND (pos_ms, pos_seq) < (%s, %s)"
+                args += (position[0], *position)
+            query = (f"SELECT pos_ms, pos_seq, body, prev_hash, hash FROM {TABLE} WHERE {clause} "  # noqa: S608
+                     "ORDER BY pos_ms DESC, pos_seq DESC LIMIT %s")
+            rows = self._fetch(query, [*args, size], binary=True)  # binary: bytea arrives as bytes
             for pos_ms, pos_seq, body, prev_hash, digest in rows:
                 event: dict[str, Any] = orjson.loads(body)
                 event["prev_hash"], event["hash"], event["_sid"] = prev_hash, digest, f"{pos_ms}-{pos_seq}"
@@ -316,14 +445,13 @@ class ArchiveStore:
         limit = parse_sid(upto) if upto else None
         position: tuple[int, int] = (-1, -1)
         while True:
-            clause, args = "log = %s AND (pos_ms, pos_seq) > (%s, %s)", [log, *position]
+            clause, args = "log = %s AND pos_ms >= %s AND (pos_ms, pos_seq) > (%s, %s)", [log, position[0], *position]
             if limit is not None:
-                clause += " AND (pos_ms, pos_seq) <= (%s, %s)"
-                args += limit
-            with self._connection() as conn:
-                rows = conn.execute(
-                    f"SELECT pos_ms, pos_seq, body, prev_hash, hash FROM {TABLE} WHERE {clause} "  # noqa: S608
-                    "ORDER BY pos_ms, pos_seq LIMIT %s", [*args, batch]).fetchall()
+                clause += " AND pos_ms <= %s AND (pos_ms, pos_seq) <= (%s, %s)"
+                args += (limit[0], *limit)
+            query = (f"SELECT pos_ms, pos_seq, body, prev_hash, hash FROM {TABLE} WHERE {clause} "  # noqa: S608
+                     "ORDER BY pos_ms, pos_seq LIMIT %s")
+            rows = self._fetch(query, [*args, batch])
             for pos_ms, pos_seq, body, prev_hash, digest in rows:
                 yield Entry(log, pos_ms, pos_seq, bytes(body), prev_hash, digest)
             if len(rows) < batch:
@@ -333,14 +461,14 @@ class ArchiveStore:
     def floor(self, log: str) -> tuple[str, int]:
         """The hash retention left as this log's starting point (genesis if none) and how many it dropped."""
         self.ensure_schema()
-        with self._connection() as conn:
-            row = conn.execute(f"SELECT floor, dropped FROM {FLOORS} WHERE log = %s", (log,)).fetchone()  # noqa: S608
+        row = self._run(lambda conn: conn.execute(
+            f"SELECT floor, dropped FROM {FLOORS} WHERE log = %s", (log,)).fetchone(), transaction=False)  # noqa: S608
         return (str(row[0]), int(row[1])) if row else (GENESIS, 0)
 
     def count(self, log: str) -> int:
         self.ensure_schema()
-        with self._connection() as conn:
-            row = conn.execute(f"SELECT count(*) FROM {TABLE} WHERE log = %s", (log,)).fetchone()  # noqa: S608
+        row = self._run(lambda conn: conn.execute(
+            f"SELECT count(*) FROM {TABLE} WHERE log = %s", (log,)).fetchone(), transaction=False)  # noqa: S608
         return int(row[0]) if row else 0
 
     def verify(self, log: str, *, upto: str | None) -> tuple[Verdict, str]:
@@ -365,11 +493,10 @@ class ArchiveStore:
     def size(self) -> dict[str, int]:
         """Rows and bytes (table, indexes) across every partition: what the benchmark reports."""
         self.ensure_schema()
-        with self._connection() as conn:
-            row = conn.execute(
-                "SELECT coalesce(sum(pg_table_size(i.inhrelid)), 0), coalesce(sum(pg_indexes_size(i.inhrelid)), 0) "
-                "FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s", (TABLE,)).fetchone()
-            rows = conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()  # noqa: S608
+        row = self._run(lambda conn: conn.execute(
+            "SELECT coalesce(sum(pg_table_size(i.inhrelid)), 0), coalesce(sum(pg_indexes_size(i.inhrelid)), 0) "
+            "FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s", (TABLE,)).fetchone())
+        rows = self._run(lambda conn: conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone())  # noqa: S608
         assert row is not None and rows is not None
         return {"rows": int(rows[0]), "table_bytes": int(row[0]), "index_bytes": int(row[1])}
 
