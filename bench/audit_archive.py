@@ -19,7 +19,8 @@ size; ``--events 1000000`` for a quick run). It starts a private Redis
    employees), then ``ANALYZE``; Redis holds none of them (the log's meta says they were
    archived), so every read below is answered by PostgreSQL. Through the read path the Security
    routes use (:func:`sidecar.audit.archiver.newest_first`, ``limit`` 100, so 101 rows):
-   the first page unfiltered and filtered by one employee (``--pages`` times each, p50/p99);
+   the first page unfiltered, filtered by one employee and by one location (the location route
+   over a chain's log) (``--pages`` times each, p50/p99);
    a page at a random cursor in the oldest tenth of the chain; the CSV export of
    ``--csv-rows`` events through the route's own CSV writer (rows/s).
 4. **Archiving while checks run** (``--move-events`` events waiting): check throughput of
@@ -198,17 +199,22 @@ def reads(client: redis.Redis, archive: ArchiveStore, log_id: str, chain: dict[s
         i = rng.randrange(1000, count // 10)
         page(Filters(), before=f"{first + i * step}-0")
 
-    out = {"first_page": _timed(lambda: page(Filters()), pages),
-           "first_page_by_employee": _timed(
-               lambda: page(Filters(employee=f"emp-{rng.randrange(1000):05d}"), expected=count // 1000), pages),
-           "deep_cursor_page": _timed(deep, pages)}
+    out: dict[str, Any] = {"load_before": _load()}
+    out.update({"first_page": _timed(lambda: page(Filters()), pages),
+                "first_page_by_employee": _timed(
+                    lambda: page(Filters(employee=f"emp-{rng.randrange(1000):05d}"), expected=count // 1000), pages),
+                "first_page_by_location": _timed(
+                    lambda: page(Filters(location=f"loc-{rng.randrange(50):04d}"), expected=count // 50), pages),
+                "deep_cursor_page": _timed(deep, pages),
+                "load_after_pages": _load()})
     started = time.perf_counter()
     rows = 0
     for chunk in _csv(islice(newest_first(audit_log, archive, log_id, before=None, oldest_ms=None, filters=Filters(),
                                           matches=lambda e: True, scan_budget=None), csv_rows)):
         rows += chunk.count("\n")
     elapsed = time.perf_counter() - started
-    out["csv_export"] = {"rows": rows - 1, "seconds": round(elapsed, 2), "rows_per_s": round((rows - 1) / elapsed)}
+    out["csv_export"] = {"rows": rows - 1, "seconds": round(elapsed, 2), "rows_per_s": round((rows - 1) / elapsed),
+                         "load_after": _load()}
     return out
 
 
@@ -303,14 +309,17 @@ def main() -> None:
         archive = ArchiveStore(url)
         if "memory" not in args.skip:
             result["memory"] = memory_per_event(client, archive, args.memory_events)
+            result["memory"]["load_after"] = _load()
             print(json.dumps(result["memory"], indent=1), flush=True)
         if "checks" not in args.skip:
             result["archiving_while_checking"] = archiving_while_checking(
                 root, redis_server.url, url, args.move_events, args.seconds)
+            result["archiving_while_checking"]["load_after"] = _load()
             print(json.dumps(result["archiving_while_checking"], indent=1), flush=True)
         if "big" not in args.skip:
             chain = generate_chain(url, archive, client, "c:big", args.events, args.months)
             result["big_chain"] = {k: v for k, v in chain.items() if not k.endswith("_ms")}
+            result["big_chain"]["load_after"] = _load()
             print(json.dumps(result["big_chain"], indent=1), flush=True)
             size = archive.size()
             result["big_chain"].update(pg_table_bytes_per_event=round(size["table_bytes"] / size["rows"]),
