@@ -21,7 +21,12 @@ Redis) stores it once.
 
 Retention drops whole partitions past the cutoff, first recording per log the hash of the last
 event dropped (the floor the verifier starts from) and the count. PostgreSQL errors surface as
-``ArchiveUnavailable`` (503 ``archive_unavailable``).
+``ArchiveUnavailable`` (503 ``archive_unavailable``); an idle connection that died meanwhile (a
+restart, a failover) is replaced and the work run once more (:meth:`ArchiveStore._run`).
+
+Reads are single statements (no BEGIN/COMMIT round trips), keyset-paged; the keyset also bounds
+``pos_ms`` so the planner skips partitions past the cursor. Indexes an earlier version did not
+create are built online by :meth:`ArchiveStore.build_indexes` (the archiver calls it).
 
 Imports: psycopg, orjson, ``sidecar.errors``, ``sidecar.store.audit_log`` (the hash link).
 """
