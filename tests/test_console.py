@@ -22,6 +22,7 @@ from typing import Any
 import jwt
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
@@ -267,7 +268,10 @@ def test_sign_in_filter_page_download_and_look_around(served, browser, tmp_path:
     assert "cursor=" in browser.current_url
     navigate(browser, By.ID, "newest")
     visited.append(browser.current_url)
-    assert any("security_log:read" in r for r in rows(browser))  # this very paging was recorded
+    # this very paging was recorded; events reach the log in batches (within about 50 ms), so a
+    # page drawn right away may predate it: look again until it shows
+    WebDriverWait(browser, 15, poll_frequency=0.3, ignored_exceptions=[StaleElementReferenceException]).until(
+        lambda d: any("security_log:read" in r for r in rows(d)) or d.refresh())
 
     Select(browser.find_element(By.ID, "category")).select_by_value("security")
     browser.find_element(By.ID, "exclude").click()  # hide page views
