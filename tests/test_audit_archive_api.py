@@ -6,6 +6,7 @@ import csv
 import io
 import time
 
+import psycopg
 import pytest
 
 from sidecar.cli import main
@@ -145,7 +146,7 @@ def test_the_cli_archives_by_hand_and_verifies_across_both_stores(archived, post
     assert "archived" in capsys.readouterr().out and redis_client.xlen(stream_key("c:ch-1")) == 0
     assert main(["audit", "verify", "--location", "l-2"]) == 0
     assert f"intact, {total} events" in capsys.readouterr().out
-    with runtime.audit_archive._connection() as conn:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # someone with database access deletes a row
         conn.execute("DELETE FROM sidecar_audit_events WHERE id = (SELECT min(id) FROM sidecar_audit_events)")
     assert main(["audit", "verify", "--chain", "ch-1"]) == 1
     assert "BROKEN" in capsys.readouterr().out

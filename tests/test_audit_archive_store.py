@@ -141,11 +141,8 @@ def test_after_postgresql_restarts_the_next_read_and_write_succeed(archive, audi
                                                                    postgres_cluster):
     three_months(redis_client)
     entries = entries_of(audit_log, "c:c1")
-    assert archive.insert(entries[:10]) == 10
-    with archive._connection(), archive._connection(), archive._connection():
-        pass  # three connections now wait idle in the store, as in a busy process
-    assert len(archive._idle) == 3
-    postgres_cluster.restart()  # ends every session: the idle connections are dead, and do not know it yet
+    assert archive.insert(entries[:10]) == 10  # its connection now waits idle in the store
+    postgres_cluster.restart()  # ends every session: the idle connection is dead, and does not know it yet
     assert archive.count("c:c1") == 10
     postgres_cluster.restart()
     assert archive.insert(entries) == 20
@@ -158,13 +155,20 @@ def test_after_postgresql_restarts_the_next_read_and_write_succeed(archive, audi
 def test_a_dead_idle_connection_is_replaced_once_not_forever(postgres_cluster, postgres_url):
     """A reused connection found dead earns one more try on a new one; a new one failing is an answer."""
     store = ArchiveStore(postgres_url)
-    with store._connection() as conn:
-        pid = conn.info.backend_pid
+    store.ping()  # its connection now waits idle in the store
+    database = psycopg.conninfo.conninfo_to_dict(postgres_url)["dbname"]
+    end_sessions = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid()")
     with psycopg.connect(postgres_cluster.admin_url, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    store.ping()  # the reused connection was ended: dropped, and the ping ran on a new one
-    with pytest.raises(ArchiveUnavailable):
-        store._run(lambda conn: conn.execute("SELECT pg_terminate_backend(pg_backend_pid())"))
+        admin.execute(end_sessions, (database,))
+        store.ping()  # the reused connection was ended: dropped, and the ping ran on a new one
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')  # a new one fails too
+        admin.execute(end_sessions, (database,))
+        try:
+            with pytest.raises(ArchiveUnavailable):
+                store.ping()
+        finally:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
     store.close()
 
 
