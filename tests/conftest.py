@@ -143,6 +143,15 @@ def make_tokens(settings: Settings) -> dict[str, str]:
 
 
 @pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, redis_url: str, tmp_path: Path) -> None:
+    """The environment an in-process ``sidecar.cli.main`` call reads: this test's Redis and data dir."""
+    monkeypatch.setenv("SIDECAR_REDIS_URL", redis_url)
+    monkeypatch.setenv("SIDECAR_POLICY_DIR", str(POLICY_DIR))
+    monkeypatch.setenv("SIDECAR_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SIDECAR_LOG_FORMAT", "json")
+
+
+@pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
 

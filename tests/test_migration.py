@@ -18,17 +18,10 @@ from sidecar.policy.directory import Employee
 from sidecar.policy.engine import TenantEngine
 from sidecar.policy.migration import LegacyMembership, LegacyUser, legacy_rights_at
 from tests.audit_support import read_log
-from tests.conftest import POLICY_DIR
 
 MIGRATE = "/v1/migrations/legacy-users"
 
 
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, redis_url: str, tmp_path: Path) -> None:
-    monkeypatch.setenv("SIDECAR_REDIS_URL", redis_url)
-    monkeypatch.setenv("SIDECAR_POLICY_DIR", str(POLICY_DIR))
-    monkeypatch.setenv("SIDECAR_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("SIDECAR_LOG_FORMAT", "json")
 CHAIN_LOCATIONS = ("l-1", "l-2", "l-3", "l-4")
 
 

@@ -90,14 +90,6 @@ def test_a_change_of_the_billing_rule_is_recorded(tmp_path: Path, redis_url: str
         second.extensions["sidecar"].stop()
 
 
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, redis_url: str, tmp_path: Path) -> None:
-    monkeypatch.setenv("SIDECAR_REDIS_URL", redis_url)
-    monkeypatch.setenv("SIDECAR_POLICY_DIR", str(POLICY_DIR))
-    monkeypatch.setenv("SIDECAR_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("SIDECAR_LOG_FORMAT", "json")
-
-
 IMPORT = [
     {"kind": "chain", "id": "ch-1"},
     {"kind": "location", "id": "l-1", "chain": "ch-1"},

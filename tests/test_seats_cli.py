@@ -7,16 +7,7 @@ from typing import Any
 import pytest
 
 from sidecar.cli import main
-from tests.conftest import POLICY_DIR
 from tests.test_billing_api import build
-
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, redis_url: str, tmp_path: Any) -> None:
-    monkeypatch.setenv("SIDECAR_REDIS_URL", redis_url)
-    monkeypatch.setenv("SIDECAR_POLICY_DIR", str(POLICY_DIR))
-    monkeypatch.setenv("SIDECAR_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("SIDECAR_LOG_FORMAT", "json")
 
 
 def test_seats_of_a_chain_as_a_table(api: Any, cli_env: None, capsys: pytest.CaptureFixture[str]) -> None:
