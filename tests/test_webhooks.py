@@ -302,14 +302,14 @@ def test_the_address_is_checked_again_at_delivery(tmp_path, app_factory) -> None
     """Subscribed while the host was allowed; the delivering worker resolves it again and refuses."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
+    strict = make_settings(tmp_path / "b", webhook_backoff_s=0.05, webhook_max_backoff_s=0.1)
+    api = Api(app_factory(strict), make_tokens(strict))
+    seed(api)
     allowed = make_settings(tmp_path / "a", webhook_allow_private=("localhost",))
     subscriber = Api(app_factory(allowed, start=False), make_tokens(allowed))  # no worker: it delivers nothing
-    seed(subscriber)
     receiver = Receiver().start()
     try:
         subscribe(subscriber, f"https://localhost:{receiver.port}/hooks")
-        strict = make_settings(tmp_path / "b", webhook_backoff_s=0.05, webhook_max_backoff_s=0.1)
-        api = Api(app_factory(strict), make_tokens(strict))
         export(api, 1)
         wait_until(lambda: deliveries(api)["dead"] == 1)
         (dead,) = deliveries(api)["dead_letters"]
