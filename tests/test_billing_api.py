@@ -267,6 +267,7 @@ def test_a_write_whose_recording_was_lost_is_recorded_at_the_next_read(api: Any,
     build(api)
     store = app.extensions["sidecar"].directory
     lost = store.put_membership("l-2", "mkt", Membership(roles=("service_provider",)))  # no listener ran
+    app.extensions["sidecar"].replica.wait_for(lost.revision, 5)  # as a later read would find it: applied
     body = history(api, "chain=ch-1")
     assert body["changes"][-1] == {"time": body["changes"][-1]["time"], "paid_seats": 5, "employee": "mkt",
                                    "paid": True, "revision": lost.revision, "cause": "write"}
