@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import POLICY_DIR
+from tests.conftest import POLICY_DIR, wait_until
 from tests.nginx_harness import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,11 +63,11 @@ def live_server(data: Path, **env_extra: str) -> Iterator[LiveServer]:
                                    env=env, stdout=out, stderr=err, cwd=REPO, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while not _ready(base):
+        def ready() -> bool:
             assert process.poll() is None, (data / "stderr.log").read_text()
-            assert time.monotonic() < deadline, "sidecar serve did not become ready"
-            time.sleep(0.1)
+            return _ready(base)
+
+        assert wait_until(ready, timeout_s=60, step_s=0.1), "sidecar serve did not become ready"
         yield LiveServer(base, token, data)
     finally:
         os.killpg(process.pid, signal.SIGTERM)

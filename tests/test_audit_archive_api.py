@@ -12,7 +12,7 @@ import pytest
 from sidecar.cli import main
 from sidecar.store.audit_log import stream_key
 from tests.audit_support import report, seed
-from tests.conftest import Api, make_settings, make_tokens
+from tests.conftest import Api, make_settings, make_tokens, wait_until
 
 CHAIN_ROUTE = "/v1/chains/ch-1/security-events"
 LOCATION_ROUTE = "/v1/locations/l-1/security-events"
@@ -117,10 +117,9 @@ def test_postgres_unreachable_hot_pages_answer_archived_pages_are_503(archived, 
     assert deep.status_code == 503 and deep.get_json()["error"]["code"] == "archive_unavailable"
     export = look(down_api, CHAIN_ROUTE, viewer="boss", format="csv", mfa="1")
     assert export.status_code == 503 and export.get_json()["error"]["code"] == "archive_unavailable"
-    deadline = time.monotonic() + 30  # the archiver thread's first check of PostgreSQL
-    while (state := down_api.get("/readyz").get_json()["audit_archive"]["state"]) != "unreachable":
-        assert time.monotonic() < deadline, state
-        time.sleep(0.05)
+    # the archiver thread's first check of PostgreSQL
+    assert wait_until(lambda: down_api.get("/readyz").get_json()["audit_archive"]["state"] == "unreachable",
+                      timeout_s=30)
     ready = down_api.get("/readyz")
     assert ready.status_code == 200  # decisions never wait for the archive
     assert "sidecar_audit_archive_up 0.0" in down_api.get("/metrics").get_data(as_text=True)

@@ -14,6 +14,7 @@ from sidecar.store.audit_archive import TABLE, ArchiveStore, Entry, Filters, par
 from sidecar.store.audit_log import AuditLog, stream_key
 from sidecar.store.lease import Lease
 from tests.audit_archive_support import write_chain
+from tests.conftest import wait_until
 
 DAY = 86_400_000
 
@@ -200,10 +201,7 @@ print("finished")
 
 
 def _wait_for(condition, what: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.02)
+    assert wait_until(condition, timeout_s=timeout_s), f"gave up waiting for {what}"
 
 
 @pytest.mark.e2e  # a real mover process, SIGKILLed mid-batch
