@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import email
 import email.policy
 import ipaddress
 import re
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -69,6 +71,18 @@ def start_smtp(inbox: Inbox, **server_kwargs: Any) -> Controller:
     controller = Controller(inbox, hostname="127.0.0.1", port=free_port(), **server_kwargs)
     controller.start()
     return controller
+
+
+@contextlib.contextmanager
+def smtp_inbox() -> Iterator[Inbox]:
+    """A real SMTP server on loopback delivering into an :class:`Inbox` (``inbox.url`` set)."""
+    box = Inbox()
+    controller = start_smtp(box)
+    box.url = f"smtp://127.0.0.1:{controller.port}"
+    try:
+        yield box
+    finally:
+        controller.stop()
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:

@@ -11,7 +11,7 @@ import redis
 
 from sidecar.store.mfa.push import OUTBOX_STREAM
 from tests.conftest import Api, free_port, make_settings, make_tokens
-from tests.mfa_support import Clock, Inbox, scan_redis, start_smtp
+from tests.mfa_support import Clock, Inbox, scan_redis, smtp_inbox
 
 SECRET = "test-mfa-secret-0123456789abcdef"
 PHONE = {"id": "phone-1", "name": "Ana's iPhone", "platform": "ios", "push_token": "apns-token-1"}
@@ -21,11 +21,8 @@ IP = "203.0.113.7"
 
 @pytest.fixture
 def inbox() -> Iterator[Inbox]:
-    box = Inbox()
-    controller = start_smtp(box)
-    box.url = f"smtp://127.0.0.1:{controller.port}"
-    yield box
-    controller.stop()
+    with smtp_inbox() as box:
+        yield box
 
 
 @pytest.fixture

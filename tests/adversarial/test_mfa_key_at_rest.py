@@ -17,16 +17,13 @@ import redis
 from sidecar.mfa import codes
 from sidecar.mfa.key import load_or_create
 from tests.conftest import make_settings
-from tests.mfa_support import Inbox, scan_redis, start_smtp
+from tests.mfa_support import Inbox, scan_redis, smtp_inbox
 
 
 @pytest.fixture
 def inbox() -> Iterator[Inbox]:
-    box = Inbox()
-    controller = start_smtp(box)
-    box.url = f"smtp://127.0.0.1:{controller.port}"
-    yield box
-    controller.stop()
+    with smtp_inbox() as box:
+        yield box
 
 
 @pytest.fixture
