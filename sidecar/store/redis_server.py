@@ -28,8 +28,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import redis
 import structlog
+
+from sidecar.store.connection import ping
 
 log = structlog.get_logger("sidecar.redis")
 
@@ -88,14 +89,7 @@ class RedisServer:
         return self._process.pid if self._process is not None else None
 
     def ping(self) -> bool:
-        try:
-            client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=0.5)
-            try:
-                return bool(client.ping())
-            finally:
-                client.close()
-        except (redis.RedisError, OSError):
-            return False
+        return ping(self.url, timeout_s=0.5)
 
     def start(self, timeout_s: float = 10.0) -> RedisServer:
         """Take the directory's lock, then start the server; never a second one on this AOF."""
