@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import casbin
 from casbin.model import FastModel
+from casbin.persist import Adapter
 
 from sidecar.policy.catalogue import covers
 from sidecar.policy.directory import CHAIN_SCOPE, Membership, TenantDirectory
@@ -313,13 +314,7 @@ class TenantEngine:
     def _enforcer_of(self, p_lines: list[list[str]], g_lines: list[list[str]]) -> casbin.FastEnforcer:
         model = FastModel([2, 3])
         model.load_model_from_text(self.bundle.model_text)
-        enforcer = casbin.FastEnforcer(model, None, cache_key_order=[2, 3])
-        if p_lines:
-            model.add_policies("p", "p", _unique(p_lines))
-        if g_lines:
-            model.add_policies("g", "g", _unique(g_lines))
-        enforcer.build_role_links()
-        return enforcer
+        return casbin.FastEnforcer(model, _Lines(_unique(p_lines), _unique(g_lines)), cache_key_order=[2, 3])
 
     def _membership_lines(self, employee: str, locations: list[str], scope: str, membership: Membership,
                           p_lines: list[list[str]], g_lines: list[list[str]]) -> None:
@@ -420,6 +415,25 @@ class TenantEngine:
             if not any(r["role"] == name.split("/")[-1] for r in roles):
                 roles.append({"role": name.split("/")[-1], "scope": "inherited"})
         return Evidence(roles=roles, allow=allow, deny=deny, matched_rule=list(matched))
+
+
+class _Lines(Adapter):  # type: ignore[misc]  # casbin is untyped
+    """Lines handed to casbin the way its own adapters load a policy (one append per line).
+
+    ``model.add_policies`` costs O(n) per line with the fast model (``FastPolicy.__len__`` walks
+    every line), so a tenant's roles model took ~3 ms to build instead of ~0.7 ms (issue 10's
+    cold first check).
+    """
+
+    def __init__(self, p_lines: list[list[str]], g_lines: list[list[str]]) -> None:
+        self.lines: tuple[tuple[str, list[list[str]]], ...] = (("p", p_lines), ("g", g_lines))
+
+    def load_policy(self, model: FastModel) -> None:
+        for sec, lines in self.lines:
+            policy = model.model[sec][sec].policy
+            for line in lines:
+                policy.append(line)
+        self.lines = ()  # loaded once, at construction: the enforcer keeps its adapter, not the lists
 
 
 def _holder(subject: str) -> str:
