@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis
 
 from sidecar.errors import Conflict, NotFound
@@ -147,7 +148,7 @@ def encode(value: dict[str, Any]) -> str:
 
 
 def _loads(raw: bytes | None) -> dict[str, Any] | None:
-    return None if raw is None else json.loads(raw)
+    return None if raw is None else orjson.loads(raw)
 
 
 def employee_record(employee: Employee) -> dict[str, Any]:
@@ -352,12 +353,12 @@ class DirectoryStore:
                     location_ids.append(rest)
                 elif kind == "m":
                     location, _, employee = rest.partition(":")
-                    directory.memberships[(employee, location)] = _membership(json.loads(raw_value))
+                    directory.memberships[(employee, location)] = _membership(orjson.loads(raw_value))
                 elif kind == "cm":
-                    directory.chain_memberships[rest] = _membership(json.loads(raw_value))
+                    directory.chain_memberships[rest] = _membership(orjson.loads(raw_value))
                 elif kind == "role":
                     scope, _, name = rest.partition(":")
-                    directory.custom_roles[(scope, name)] = _custom_role(name, scope, json.loads(raw_value))
+                    directory.custom_roles[(scope, name)] = _custom_role(name, scope, orjson.loads(raw_value))
             if directory.tenant.is_chain:
                 chain_id = directory.tenant.id
                 directory.chain = self.chain(chain_id, reader) or Chain(chain_id)
@@ -365,12 +366,12 @@ class DirectoryStore:
             if location_ids:
                 for location, raw in zip(location_ids, reader.mget([loc_key(x) for x in location_ids]), strict=True):
                     if raw is not None:
-                        directory.locations[location] = _location(location, json.loads(raw))
+                        directory.locations[location] = _location(location, orjson.loads(raw))
             members = sorted(directory.members())
             if members:
                 for employee, raw in zip(members, reader.mget([emp_key(e) for e in members]), strict=True):
                     if raw is not None:
-                        directory.employees[employee] = _employee(employee, json.loads(raw))
+                        directory.employees[employee] = _employee(employee, orjson.loads(raw))
         return directory
 
     # -- writes -----------------------------------------------------------------------------

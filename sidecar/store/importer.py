@@ -15,12 +15,13 @@ template roles costs no reads.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from sidecar.errors import SidecarError
 from sidecar.policy.bundle import PolicyBundle
@@ -137,7 +138,7 @@ def _validate(store: DirectoryStore, bundle: PolicyBundle, lines: Iterable[str])
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = orjson.loads(line)
             if not isinstance(record, dict):
                 raise ValueError("a record must be a JSON object")
             kind = record.get("kind")
