@@ -177,8 +177,8 @@ class Auditor:
         file refuses them.
         """
         for log_id, event in items:
-            if Tenant.parse(log_id).is_chain:
-                event["chain"] = Tenant.parse(log_id).id
+            if (tenant := Tenant.parse(log_id)).is_chain:
+                event["chain"] = tenant.id
         try:
             self.spool.append_many([{"log": log_id, "event": event, "j": 1} for log_id, event in items], sync=False)
         except OSError as exc:
@@ -188,7 +188,8 @@ class Auditor:
         for log_id, event in items:
             log.info("audit", **event, log=log_id, stored_in="journal", hash=None)
         self._ensure_replayer()
-        self._wake.set()
+        if not self._wake.is_set():  # one wake per batch is enough: the shipper takes all pending
+            self._wake.set()
         return Stored("journal", [None] * len(items))
 
     def _maybe_trim(self, logs: set[str]) -> None:
