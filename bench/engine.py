@@ -255,6 +255,8 @@ def step_cold(
 
     cold = chains[:COLD_CHAINS]
     samples: list[float] = []
+    cpu: list[float] = []  # this thread's CPU time per sample: what the wall time would be on an idle core
+    sizes_cold: list[tuple[float, str, int, int, int]] = []
     split_engine: list[float] = []
     split_decide: list[float] = []
     reasons: Counter[str] = Counter()
@@ -276,12 +278,16 @@ def step_cold(
             break
         employee, location = rng.choice(members[chain])
         right = rng.choice(rights)
-        t0 = time.perf_counter()
+        c0, t0 = time.thread_time(), time.perf_counter()
         engine = replica.engine_for_location(location)
         t1 = time.perf_counter()
         decision = decide(engine, employee, location, right)
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.thread_time()
         samples.append(t2 - t0)
+        cpu.append(c2 - c0)
+        sizes_cold.append((t2 - t0, chain, len(engine.directory.memberships) if engine else 0,
+                           len(engine.directory.chain_memberships) if engine else 0,
+                           len(engine.directory.locations) if engine else 0))
         split_engine.append(t1 - t0)
         split_decide.append(t2 - t1)
         reasons[decision.reason] += 1
@@ -292,6 +298,9 @@ def step_cold(
         "collections": len(pauses),
         "gen2_collections": len(gen2),
         "gen2_max_ms": round(max(gen2, default=0) * 1e3, 1),
+        "max_ms_by_generation": {g: round(max((d for gen, d in pauses if gen == g), default=0) * 1e3, 1)
+                                 for g in (0, 1, 2)},
+        "threshold": gc.get_threshold(),
         "total_ms": round(sum(d for _, d in pauses) * 1e3, 1),
         "tracked_objects": len(gc.get_objects()),
     }
@@ -300,6 +309,9 @@ def step_cold(
         "chains": len(samples),
         "target_ms": 20,
         "first_check": percentiles_ms(samples),
+        "first_check_cpu": percentiles_ms(cpu),
+        "slowest": [{"ms": round(t * 1e3, 2), "chain": c, "memberships": m, "chain_memberships": cm, "locations": n}
+                    for t, c, m, cm, n in sorted(sizes_cold, reverse=True)[:5]],
         "engine_for_location": percentiles_ms(split_engine),
         "decide_first": percentiles_ms(split_decide),
         "reasons": dict(reasons),
@@ -486,6 +498,12 @@ def print_summary(res: dict[str, Any]) -> None:
             f"{cold['first_check']['p50_ms']} / {cold['first_check']['p99_ms']} / {cold['first_check']['max_ms']}",
             "< 20",
         ),
+        (
+            "cold first check, CPU time p50/p99/max (ms)",
+            f"{cold['first_check_cpu']['p50_ms']} / {cold['first_check_cpu']['p99_ms']} / "
+            f"{cold['first_check_cpu']['max_ms']}",
+            "the wall time on an idle core",
+        ),
         ("warm decide, engine in hand (us)", warmn["decide"]["us_per_call"], f"{warmn['decide']['per_s']:,.0f}/s"),
         (
             "warm engine_for_location + decide (us)",
@@ -522,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="each timed decision loop")
     parser.add_argument("--cap-s", type=float, default=300.0, help="upper bound of each long step")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--gc-threshold", type=int, nargs=3, metavar=("G0", "G1", "G2"),
+                        help="gc.set_threshold for the cold step instead of the worker's (settle_heap)")
     parser.add_argument("--memory-child", nargs=2, metavar=("REDIS_URL", "TENANTS_JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -569,11 +589,15 @@ def main(argv: list[str] | None = None) -> int:
             from sidecar.servers.worker import settle_heap
 
             settle_heap()  # what a worker does when it starts (sidecar.app.create_app)
+            if args.gc_threshold:  # try other thresholds than the worker's
+                gc.set_threshold(*args.gc_threshold)
 
             replica = Replica(store, lambda: bundle, server.url)
             res["cold"], loaded = step_cold(replica, store, bundle, order, members, rights, rng, args.cap_s)
             fc = res["cold"]["first_check"]
-            print(f"cold first check: p50 {fc['p50_ms']} ms, p99 {fc['p99_ms']} ms, max {fc['max_ms']} ms", flush=True)
+            print(f"cold first check: p50 {fc['p50_ms']} ms, p99 {fc['p99_ms']} ms, max {fc['max_ms']} ms; "
+                  f"CPU p99 {res['cold']['first_check_cpu']['p99_ms']} ms; slowest {res['cold']['slowest']}",
+                  flush=True)
 
             many = build_requests(replica, loaded, members, rights, rng, N_REQUESTS)
             one_chain = loaded[0]
