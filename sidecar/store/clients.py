@@ -7,9 +7,10 @@
   the client to the new primary, and a demoted primary's ``READONLY`` answer drops the socket.
 
 Every client times out (connect and read) after ``timeout_s``, retries a failed command once
-on a fresh socket (a Redis restart leaves stale pooled sockets), never on a timeout, and, given
-a :class:`RedisHealth`, goes through its circuit breaker. A server running in cluster mode is
-refused by :func:`cluster_refusal` before the sidecar starts serving.
+(unless told ``retries=0``) on a fresh socket (a Redis restart leaves stale pooled sockets),
+never on a timeout, and, given a :class:`RedisHealth`, goes through its circuit breaker. A
+server running in cluster mode is refused by :func:`cluster_refusal` before the sidecar starts
+serving.
 
 Imports: redis, ``sidecar.config``, ``sidecar.store.health``.
 """
@@ -34,13 +35,18 @@ def _tls_options(target: RedisTarget) -> dict[str, Any]:
     return options
 
 
-def make_client(url: str, *, timeout_s: float, health: RedisHealth | None = None) -> redis.Redis[bytes]:
-    """A client for ``url`` whose commands fail fast when Redis is away or hung."""
+def make_client(url: str, *, timeout_s: float, health: RedisHealth | None = None,
+                retries: int = 1) -> redis.Redis[bytes]:
+    """A client for ``url`` whose commands fail fast when Redis is away or hung.
+
+    ``retries=0`` for a caller whose own loop reconnects (the change-log follower): redis-py's
+    retry would reissue a blocking read that ``stop()`` just interrupted by closing its socket.
+    """
     target = parse_redis_url(url)
     common: dict[str, Any] = {
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
-        "retry": Retry(NoBackoff(), 1),  # one retry on a fresh socket; redis-py's default is 10 with backoff
+        "retry": Retry(NoBackoff(), retries),  # one on a fresh socket by default; redis-py's: 10 with backoff
         "health_check_interval": 30,
         "health": health,
     }

@@ -26,13 +26,14 @@ from sidecar.store.health import RedisHealth
 Client: TypeAlias = "redis.Redis[bytes]"
 
 
-def connect(url: str, *, timeout_s: float = 1.0, health: RedisHealth | None = None) -> redis.Redis[bytes]:
+def connect(url: str, *, timeout_s: float = 1.0, health: RedisHealth | None = None,
+            retries: int = 1) -> redis.Redis[bytes]:
     """A client whose commands fail fast when Redis is away, so decisions never hang on it.
 
     ``url`` is any SIDECAR_REDIS_URL (Sentinel included, see ``store.clients``); with ``health``
-    the client goes through that worker's circuit breaker.
+    the client goes through that worker's circuit breaker; ``retries``: see ``make_client``.
     """
-    return make_client(url, timeout_s=timeout_s, health=health)
+    return make_client(url, timeout_s=timeout_s, health=health, retries=retries)
 
 
 def ping(url: str, *, timeout_s: float) -> bool:
