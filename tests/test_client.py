@@ -119,7 +119,7 @@ class _FlakyThenOk(BaseHTTPRequestHandler):
 
 def test_a_503_is_retried_with_backoff_then_raised() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FlakyThenOk)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}"
         assert SidecarClient(base, "t", retries=3, backoff=0.01).check("e", "l", "a", "b").allowed
