@@ -135,10 +135,30 @@ def make_settings(tmp_path: Path, **overrides) -> Settings:
     return Settings(**values)
 
 
+_made_tokens: tuple[bytes, dict[str, str]] | None = None  # this test process's: the file and its tokens
+
+
 def make_tokens(settings: Settings) -> dict[str, str]:
-    tokens = TokenFile(settings.tokens_path)
+    """A token per scope (``only-<scope>``) and ``all``, in a new ``settings.tokens_path``.
+
+    The first call in a test process creates them with ``TokenFile.create`` (a locked, fsynced
+    write each); later calls write a copy of that file, so every test has its own tokens file
+    without a write per token. Onto an existing file they are created one by one, as before.
+    """
+    global _made_tokens
+    path = settings.tokens_path
+    if _made_tokens is not None and not path.exists():
+        content, made = _made_tokens
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        path.chmod(0o600)  # as TokenFile writes it
+        return dict(made)
+    first = not path.exists()
+    tokens = TokenFile(path)
     made = {scope: tokens.create(f"only-{scope}", [scope]) for scope in SCOPES}
     made["all"] = tokens.create("all", list(SCOPES))
+    if first:
+        _made_tokens = (path.read_bytes(), dict(made))
     return made
 
 
