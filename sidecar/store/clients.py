@@ -27,6 +27,14 @@ from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedS
 from sidecar.config import CLUSTER_REFUSED, RedisTarget, parse_redis_url
 from sidecar.store.health import RedisHealth, guarded
 
+try:  # redis-py 7+: without a DriverInfo, every new connection reads redis's version from the
+    # installed package metadata (about 1 ms each); one for the process says the same (CLIENT SETINFO).
+    from redis.driver_info import DriverInfo
+
+    _DRIVER: dict[str, Any] = {"driver_info": DriverInfo()}
+except ImportError:  # older redis-py reads the version once, at import
+    _DRIVER = {}
+
 
 def _tls_options(target: RedisTarget) -> dict[str, Any]:
     options: dict[str, Any] = {k: v for k, v in target.options.items() if k.startswith("ssl_")}
@@ -49,6 +57,7 @@ def make_client(url: str, *, timeout_s: float, health: RedisHealth | None = None
         "retry": Retry(NoBackoff(), retries),  # one on a fresh socket by default; redis-py's: 10 with backoff
         "health_check_interval": 30,
         "health": health,
+        **_DRIVER,
     }
     if not target.sentinels:
         kwargs = redis.connection.parse_url(url)  # the ssl_* query parameters included
