@@ -121,6 +121,42 @@ def _share_url_builders() -> None:
 
 _share_url_builders()
 
+
+def _share_policy_bundles() -> None:
+    """Every test app's runtime loads ``policies/``: load each content once per test process.
+
+    A bundle is a value made from the directory's four files (their text, and their sizes and
+    mtimes for its fingerprint and version); the same files give the same bundle, so a runtime is
+    handed the one made before. A test that edits its copy of the policies, or breaks a file,
+    loads for real (a failed load is not kept). ``load_bundle`` itself is unchanged and tested.
+    """
+    import sidecar.runtime
+    from sidecar.policy.bundle import POLICY_FILES, PolicyBundle, fingerprint, load_bundle, version_of
+
+    bundles: dict[tuple[Any, ...], PolicyBundle] = {}
+
+    def key_of(directory: Path) -> tuple[Any, ...] | None:
+        try:
+            texts = [(directory / name).read_bytes() for name in POLICY_FILES]
+        except OSError:
+            return None
+        return (directory, fingerprint(directory), version_of(directory), *texts)
+
+    def shared_bundle(directory: Path) -> PolicyBundle:
+        directory = directory.resolve()
+        key = key_of(directory)
+        bundle = bundles.get(key) if key is not None else None
+        if bundle is None:
+            bundle = load_bundle(directory)  # a missing or broken file raises, as always
+            if key is not None and key_of(directory) == key:  # not edited meanwhile
+                bundles[key] = bundle
+        return bundle
+
+    sidecar.runtime.load_bundle = shared_bundle  # type: ignore[assignment]
+
+
+_share_policy_bundles()
+
 from sidecar.app import create_app  # noqa: E402  # fixtures above need no app
 from sidecar.config import Settings  # noqa: E402
 from sidecar.tokens import SCOPES, TokenFile  # noqa: E402
