@@ -67,6 +67,6 @@ def settle_heap() -> None:
     # A worker allocates in bursts (a tenant load) and keeps most of it: young collections every
     # 700 allocations mostly find nothing, and each one brings the next full collection closer.
     # The middle generation is kept small, because its collection pauses in proportion to
-    # threshold0 x threshold1 objects: (20_000, 10) paused a cold first check for up to 52 ms,
-    # (10_000, 3) for at most 9 ms, with less GC time in all (bench/engine.py, issue 10).
+    # threshold0 x threshold1 objects: (20_000, 10) paused a cold first check for 40-52 ms,
+    # (10_000, 3) for 9-15 ms, with less GC time in all (bench/engine.py, issue 10).
     gc.set_threshold(10_000, 3, 10)
