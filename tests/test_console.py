@@ -30,7 +30,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from werkzeug.serving import make_server
 
 from tests.audit_support import read_log, report, seed, shipped
-from tests.conftest import Api, free_port, make_settings, make_tokens
+from tests.conftest import Api, free_port, make_settings, make_tokens, wait_until
 
 SECRET = "console-test-jwt-secret-0123456789abcdef"
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -291,9 +291,7 @@ def test_sign_in_filter_page_download_and_look_around(served, browser, tmp_path:
     assert browser.find_element(By.ID, "exclude").is_selected() is False
 
     browser.find_element(By.ID, "csv").click()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not [p for p in browser.downloads.glob("*.csv")]:
-        time.sleep(0.1)
+    wait_until(lambda: list(browser.downloads.glob("*.csv")), timeout_s=30, step_s=0.1)
     (csv_file,) = list(browser.downloads.glob("*.csv"))
     lines = csv_file.read_text().splitlines()
     assert lines[0].startswith("id,time,location,chain,employee,category")
