@@ -6,8 +6,12 @@ line a request writes carries it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import select
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import structlog
@@ -23,6 +27,53 @@ class _Stdout:
 
     def flush(self) -> None:
         sys.stdout.flush()
+
+
+_stdout = _Stdout()
+
+
+class _Lines:
+    """A file that keeps what is written to it as a list of lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.lines.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def written_together() -> Iterator[Any]:
+    """A logger configured like every other whose lines reach stdout together as the block ends.
+
+    For a batch of lines (the audit shipper's): one ``write(2)`` per ``PIPE_BUF`` bytes of whole
+    lines, not one per line. No write is larger, so that lines of several workers sharing a pipe
+    never interleave (a pipe keeps writes up to ``PIPE_BUF`` whole).
+    """
+    sink = _Lines()
+    config = structlog.get_config()
+    # the configured bound logger itself (structlog.wrap_logger's lazy proxy would bind per call)
+    logger = config["wrapper_class"](structlog.WriteLogger(sink), processors=config["processors"],  # type: ignore[arg-type]
+                                     context=config["context_class"]())
+    try:
+        yield logger
+    finally:
+        chunk: list[str] = []
+        size = 0
+        for line in sink.lines:
+            length = len(line) if line.isascii() else len(line.encode())
+            if chunk and size + length > select.PIPE_BUF:
+                _stdout.write("".join(chunk))
+                _stdout.flush()
+                chunk, size = [], 0
+            chunk.append(line)
+            size += length
+        if chunk:
+            _stdout.write("".join(chunk))
+            _stdout.flush()
 
 
 def _dumps(value: object, default: object = None) -> str:
@@ -47,7 +98,7 @@ def configure(log_format: str = "auto") -> None:
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.WriteLoggerFactory(file=_Stdout()),  # type: ignore[arg-type]  # a duck-typed file
+        logger_factory=structlog.WriteLoggerFactory(file=_stdout),  # type: ignore[arg-type]  # a duck-typed file
         cache_logger_on_first_use=True,
     )
     _configured = True

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import uuid
 
 import pytest
 
-from sidecar.audit.events import category_of
+from sidecar.audit.events import category_of, new_event_id
 from tests.audit_support import read_log, report, seed, shipped
 from tests.conftest import Api, make_tokens
 
@@ -164,6 +167,45 @@ def test_a_journaled_check_event_counts_as_written_not_replayed(api, redis_url) 
     assert count("written") == written + 1  # at once, as the check answers
     assert len(checks_in(api, redis_url, "c:ch-1")) == 1
     assert (count("written"), count("replayed")) == (written + 1, replayed)
+
+
+def audit_lines(out: str) -> list[dict]:
+    return [line for line in map(json.loads, filter(None, out.splitlines())) if line.get("event") == "audit"]
+
+
+def test_each_critical_check_is_one_audit_line_on_stdout_with_the_stored_event(api, redis_url, capsys) -> None:
+    seed(api)
+    shipped(api)
+    capsys.readouterr()
+    decisions = [api.check("e-1", "l-1", "client:delete", context={"request_id": f"r-{n}"})["decision_id"]
+                 for n in range(3)]
+    shipped(api)  # the shipper writes a batch's lines, then ships it
+    lines = audit_lines(capsys.readouterr().out)
+    assert [line["details"]["decision_id"] for line in lines] == decisions
+    assert [line["request_id"] for line in lines] == ["r-0", "r-1", "r-2"]
+    assert {(line["log"], line["stored_in"], line["action"]) for line in lines} == {
+        ("c:ch-1", "journal", "client:delete")}
+    stored = {e["id"]: e for e in read_log(redis_url, "c:ch-1")}
+    for line in lines:  # the line carries the event as stored (its link fields aside)
+        event = {k: v for k, v in stored[line["id"]].items() if k not in ("prev_hash", "hash", "_sid")}
+        assert {k: line[k] for k in event} == event
+
+
+def test_event_ids_are_uuid4_and_a_forked_child_draws_its_own() -> None:
+    ids = [new_event_id() for _ in range(600)]  # more than one draw of the pool
+    assert len(set(ids)) == 600
+    assert all(uuid.UUID(hex=i).version == 4 and uuid.UUID(hex=i).hex == i for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first id, to the parent
+        os.write(write, new_event_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child) == 32
+    assert child != new_event_id()  # an inherited pool would hand both the same next id
 
 
 @pytest.fixture

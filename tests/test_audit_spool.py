@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -159,7 +160,7 @@ def test_a_new_process_replays_the_spool_a_killed_one_left(tmp_path, own_redis) 
 
 @pytest.mark.e2e
 def test_check_events_of_a_worker_killed_right_after_answering_are_shipped_by_a_later_process(
-        tmp_path, outage_api, own_redis) -> None:
+        tmp_path, outage_api, own_redis, capsys) -> None:
     seed(outage_api)  # the directory is in Redis; the worker below has a data directory of its own
     data = tmp_path / "worker-data"
     script = textwrap.dedent(f"""
@@ -191,6 +192,12 @@ def test_check_events_of_a_worker_killed_right_after_answering_are_shipped_by_a_
         assert [d for d in shipped if d in set(answered)] == answered  # none lost, in order
         assert len(shipped) == len(set(shipped))
         assert audit_log(own_redis.url).verify("c:ch-1").intact
+        # The dead worker may not have written their log lines (its shipper writes them): the
+        # replaying process does, marked as replayed.
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"audit"' in line]
+        replayed = {line["details"]["decision_id"] for line in lines
+                    if line["event"] == "audit" and line.get("replayed") and line["stored_in"] == "redis"}
+        assert set(answered) <= replayed
     finally:
         later.extensions["sidecar"].stop()
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sidecar.errors import BadRequest
-from sidecar.policy.times import now_rfc3339, parse_rfc3339, rfc3339
+from sidecar.policy.times import now_rfc3339, parse_rfc3339, rfc3339, rfc3339_fast
 
 
 def test_epoch_milliseconds_are_written_in_utc() -> None:
@@ -13,6 +15,14 @@ def test_epoch_milliseconds_are_written_in_utc() -> None:
     assert rfc3339(1_769_850_000_123) == "2026-01-31T09:00:00.123Z"
     assert rfc3339(1_769_850_000_999, timespec="seconds") == "2026-01-31T09:00:00Z"
     assert now_rfc3339().endswith("Z") and len(now_rfc3339()) == len("2026-01-31T09:00:00.000Z")
+
+
+YEARS_1_TO_9999_MS = st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_799_999)
+
+
+@given(YEARS_1_TO_9999_MS, st.sampled_from(["milliseconds", "seconds"]))
+def test_the_fast_writer_writes_what_rfc3339_writes(ms: int, timespec) -> None:
+    assert rfc3339_fast(ms, timespec=timespec) == rfc3339(ms, timespec=timespec)
 
 
 @pytest.mark.parametrize(("raw", "text", "ms"), [

@@ -10,7 +10,8 @@ way gets the same status, error body and headers on either path (``tests/test_ed
 * the limits of :mod:`sidecar.api.limits` (target, header line, body) refuse alike;
 * one structlog line and the HTTP metrics per answered request.
 
-Imports: Flask (``Response``, ``request``), policy values, errors, metrics.
+Imports: Flask (``Response``, ``request``), policy values, errors, metrics, the id shape of
+:mod:`sidecar.audit.events`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from flask import Response, request
 
 from sidecar import metrics
 from sidecar.api.limits import MAX_BODY
+from sidecar.audit.events import as_uuid4_hex
 from sidecar.errors import BadRequest, InvalidJson
 from sidecar.policy.decisions import Decision
 from sidecar.policy.directory import check_id
@@ -36,19 +38,15 @@ log = structlog.get_logger("sidecar.http")
 
 
 # -- what every answered request leaves behind ------------------------------------------------
-_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
-_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
-
-
 def new_id() -> str:
     """A fresh random id shaped like ``uuid.uuid4().hex``, for request and decision ids.
 
     From ``random`` (reseeded in every forked child), not ``os.urandom``: ``uuid4`` costs a
     system call that releases the GIL, i.e. a thread switch per id under a threaded server. These
     ids name requests and decisions in logs and answers; nothing relies on their being
-    unguessable (audit event ids, which Redis deduplicates, stay ``uuid4``).
+    unguessable (audit event ids, which Redis deduplicates, come from ``os.urandom``).
     """
-    return f"{random.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET:032x}"
+    return as_uuid4_hex(random.getrandbits(128))
 
 
 def request_id(incoming: str | None) -> str:

@@ -15,12 +15,13 @@ import contextlib
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from sidecar import metrics
+from sidecar import logs, metrics
 from sidecar.audit.events import new_event
 from sidecar.errors import StoreUnavailable, Unavailable
 from sidecar.policy.tenant import Tenant
@@ -61,6 +62,7 @@ class Auditor:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()  # journal records wait: ship them now
+        self._unlogged: deque[tuple[str, dict[str, Any]]] = deque()  # journaled; their log lines not yet written
         self._trimmed: dict[str, float] = {}
         self._thread_pid = 0
 
@@ -171,10 +173,11 @@ class Auditor:
         return Stored("spool", [None] * len(items))
 
     def journal(self, items: list[tuple[str, dict[str, Any]]]) -> Stored:
-        """Critical-check events: into the spool file without fsync, log lines, wake the shipper.
+        """Critical-check events: into the spool file without fsync, then wake the shipper.
 
-        Falls back to :meth:`record` (Redis, else the fsync'd spool, else 503) when the spool
-        file refuses them.
+        The shipper writes their log lines, a batch at a time, before it ships them (so a check
+        pays for one system call, not three). Falls back to :meth:`record` (Redis, else the
+        fsync'd spool, else 503) when the spool file refuses them.
         """
         for log_id, event in items:
             if (tenant := Tenant.parse(log_id)).is_chain:
@@ -185,8 +188,7 @@ class Auditor:
             log.warning("audit_journal_failed", error=str(exc))
             return self.record(list(items))
         _count("written", len(items))  # counted once journaled, so the counter moves with the checks
-        for log_id, event in items:
-            log.info("audit", **event, log=log_id, stored_in="journal", hash=None)
+        self._unlogged.extend(items)
         self._ensure_replayer()
         if not self._wake.is_set():  # one wake per batch is enough: the shipper takes all pending
             self._wake.set()
@@ -209,7 +211,7 @@ class Auditor:
         """Ship every spool record this process can: other processes' orphaned files (oldest
         first), then its own pending records. Raises StoreUnavailable."""
         with self._replay_lock:
-            count = self.spool.replay(self._ship)
+            count = self.spool.replay(self._ship_orphans)
         return count + self._ship_own()
 
     def flush(self) -> int:
@@ -217,10 +219,24 @@ class Auditor:
         Raises StoreUnavailable."""
         return self._ship_own(drain=True)
 
+    def _log_journaled(self) -> None:
+        """Write the log lines of the events journaled since the last call, together."""
+        if not self._unlogged:
+            return
+        with logs.written_together() as lines:
+            while self._unlogged:
+                try:
+                    log_id, event = self._unlogged.popleft()
+                except IndexError:  # another thread wrote the last one
+                    break
+                lines.info("audit", **event, log=log_id, stored_in="journal", hash=None)
+
     def _ship_own(self, *, drain: bool = False) -> int:
-        """Ship the records pending now (the shipper's batch: later ones wait for its next round),
-        or until none is left when ``drain`` or while spooled events wait (they clear the way for
-        this process's next events to go to Redis directly)."""
+        """Write the journaled events' log lines, then ship the records pending now (the shipper's
+        batch: later ones wait for its next round), or until none is left when ``drain`` or while
+        spooled events wait (they clear the way for this process's next events to go to Redis
+        directly)."""
+        self._log_journaled()  # before shipping: a line never waits for Redis
         count = self.spool.ship_own(self._ship)
         while (drain or self._spooled) and self.spool.pending():
             shipped = self.spool.ship_own(self._ship)
@@ -233,8 +249,16 @@ class Auditor:
                     self._spooled = False
         return count
 
-    def _ship(self, records: list[Record]) -> None:
-        """Append consecutive spool records to their logs: one EVALSHA per run of one log."""
+    def _ship_orphans(self, records: list[Record]) -> None:
+        self._ship(records, orphaned=True)
+
+    def _ship(self, records: list[Record], *, orphaned: bool = False) -> None:
+        """Append consecutive spool records to their logs: one EVALSHA per run of one log.
+
+        ``orphaned``: records of a dead process's spool file. Its journal records' log lines may
+        not have been written (it died within a shipping interval of the check), so they are
+        written now, with ``replayed``: after a crash a line may appear twice, never not at all.
+        """
         items: list[tuple[str, dict[str, Any]]] = []
         for record in records:
             event: dict[str, Any] = record["event"]
@@ -250,8 +274,9 @@ class Auditor:
         for i, ((log_id, event), record, result) in enumerate(zip(items, records, appended, strict=True)):
             if not result.added:
                 duplicate += 1
-            elif record.get("j"):
-                pass  # a journal record: counted (written) and logged when it was journaled
+            elif record.get("j"):  # a journal record: counted (written) when it was journaled
+                if orphaned:
+                    log.info("audit", **event, log=log_id, stored_in="redis", hash=result.hash, replayed=True)
             else:
                 _count("replayed")
                 log.info("audit_replayed", id=event["id"], log=log_id, hash=result.hash)
@@ -290,7 +315,7 @@ class Auditor:
             try:
                 if time.monotonic() >= scan_at:
                     with self._replay_lock:
-                        self.spool.replay(self._ship)
+                        self.spool.replay(self._ship_orphans)
                     scan_at = time.monotonic() + _IDLE_S
                 self._ship_own()
                 backoff = 0.0

@@ -8,14 +8,15 @@ written before issue 15 have no ``employee_name``; readers treat it as null. Val
 that look like tokens, codes or passwords in caller-supplied dicts are replaced by
 ``[redacted]`` before anything is written.
 
-Imports: ``sidecar.policy.times`` only (pure).
+Imports: ``sidecar.policy.times`` only (pure but for the pool of random event ids).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
-import uuid
+import threading
 from typing import Any
 
 from sidecar.policy.times import now_rfc3339
@@ -27,6 +28,39 @@ _SECRET_WORDS = ("token", "code", "password", "passwd", "secret", "otp", "author
 ACTION_NAME = re.compile(r"[A-Za-z0-9:._-]{1,64}")  # an action as reported or filtered on
 FIELD_LIMIT = 512
 DEVICE_FIELDS = ("id", "name", "platform", "user_agent")
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
+_IDS_PER_DRAW = 256
+_ids: list[str] = []
+_ids_lock = threading.Lock()
+
+
+def as_uuid4_hex(bits: int) -> str:
+    """128 random bits shaped like ``uuid.uuid4().hex`` (version and variant bits set)."""
+    return f"{bits & _UUID4_CLEAR | _UUID4_SET:032x}"
+
+
+def new_event_id() -> str:
+    """A fresh event id: ``uuid.uuid4().hex``'s shape and randomness (``os.urandom``), drawn 256 at a time.
+
+    ``uuid4`` makes one ``getrandom`` call per id, and a system call releases the GIL: under a
+    threaded server, a thread switch on the path of every critical check. Redis deduplicates
+    events by id, so ids must never repeat across processes: a forked child starts an empty pool.
+    """
+    with _ids_lock:
+        if not _ids:
+            raw = os.urandom(16 * _IDS_PER_DRAW)
+            _ids.extend(as_uuid4_hex(int.from_bytes(raw[i:i + 16], "big")) for i in range(0, len(raw), 16))
+        return _ids.pop()
+
+
+def _empty_pool_in_child() -> None:
+    global _ids_lock
+    _ids_lock = threading.Lock()  # another thread may have held it at the fork
+    _ids.clear()
+
+
+os.register_at_fork(after_in_child=_empty_pool_in_child)
 
 
 def new_event(*, category: str, action: str, outcome: str, employee: str | None, location: str | None,
@@ -35,7 +69,7 @@ def new_event(*, category: str, action: str, outcome: str, employee: str | None,
               employee_name: str | None = None) -> dict[str, Any]:
     if category not in CATEGORIES:
         raise ValueError(f"unknown audit category {category!r}; one of {', '.join(CATEGORIES)}")
-    return {"id": uuid.uuid4().hex, "time": now_rfc3339(), "location": location, "chain": chain,
+    return {"id": new_event_id(), "time": now_rfc3339(), "location": location, "chain": chain,
             "employee": employee, "employee_name": employee_name, "action": action, "category": category,
             "outcome": outcome,
             "object": scrub(object), "device": scrub(device), "ip": ip, "request_id": request_id,

@@ -10,14 +10,13 @@ Imports: :mod:`sidecar.audit.auditor`, :mod:`sidecar.audit.events`, policy and s
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import structlog
 
 from sidecar.audit.auditor import Auditor
-from sidecar.audit.events import category_of, contract_device, new_event, short_text
+from sidecar.audit.events import category_of, contract_device, new_event, new_event_id, short_text
 from sidecar.policy.bundle import PolicyBundle
 from sidecar.policy.records import CheckRecord, WriteRecord
 from sidecar.policy.tenant import NO_TENANT, Tenant
@@ -55,7 +54,7 @@ class CheckEvents:
         # Built here rather than by new_event (no scrub): every field but device is the sidecar's
         # own, contract_device keeps only the contract's device fields, and category_of always
         # names a category.
-        events = [{"id": uuid.uuid4().hex, "time": at, "location": record.location, "chain": chain,
+        events = [{"id": new_event_id(), "time": at, "location": record.location, "chain": chain,
                    "employee": record.employee, "employee_name": name, "action": d.right,
                    "category": category_of(d.right),
                    "outcome": "allowed" if d.allowed else "denied", "object": None,

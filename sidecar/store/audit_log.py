@@ -40,8 +40,8 @@ GENESIS = "0" * 40
 LOGS_KEY = "sc:audit:logs"
 PAGE = 500
 
-# A run of events of one log in one step, each appended as one step (skip a seen id, link to the
-# head, XADD, count, remember the id), the head read once and moved once; each id set touched gets
+# A run of events of one log in one step, each appended as one step (remember the id, skip it if
+# seen before, link to the head, XADD, count), the head read once and moved once; each id set touched gets
 # its expiry once per run (the events of a batch share a day's set). KEYS: stream, meta, the set of
 # logs, then the id set of each event; ARGV: ttl, log, genesis, then id and body per event.
 # Returns each event's hash, or nil for an id seen before.
@@ -53,12 +53,11 @@ local added = 0
 local touched, expiring = {}, {}
 for i = 1, (#ARGV - 3) / 2 do
   local id, body, ids = ARGV[2 + 2 * i], ARGV[3 + 2 * i], KEYS[3 + i]
-  if redis.call('SISMEMBER', ids, id) == 1 then
+  if redis.call('SADD', ids, id) == 0 then  -- seen before (one command: add and test)
     out[i] = false
   else
     local h = redis.sha1hex(prev .. '\\n' .. body)
     redis.call('XADD', KEYS[1], '*', 'e', body, 'p', prev, 'h', h)
-    redis.call('SADD', ids, id)
     if not touched[ids] then
       touched[ids] = true
       expiring[#expiring + 1] = ids
@@ -136,8 +135,9 @@ def ids_key(log: str, day: str) -> str:
 
 def canonical(event: dict[str, Any]) -> bytes:
     """The hashed form: every field but ``prev_hash`` and ``hash``, sorted keys, compact JSON."""
-    body = {k: v for k, v in event.items() if k not in ("prev_hash", "hash")}
-    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    if "prev_hash" in event or "hash" in event:
+        event = {k: v for k, v in event.items() if k not in ("prev_hash", "hash")}
+    return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
 
 
 def link(prev_hash: str, body: bytes) -> str:
