@@ -36,6 +36,17 @@ def test_lines_written_together_go_out_as_whole_lines_at_most_pipe_buf_bytes_at_
     assert [(r["event"], r["n"]) for r in records] == [("audit", n) for n in range(100)]
 
 
+def test_a_line_is_what_the_configured_processors_render(monkeypatch) -> None:
+    logs.configure("json")
+    out = Writes()
+    monkeypatch.setattr(sys, "stdout", out)
+    with logs.written_together() as lines:
+        lines.info("audit", id="e-1", hash=None)
+    line = json.loads(out.writes[0])
+    assert (line["event"], line["id"], line["hash"], line["level"]) == ("audit", "e-1", None, "info")
+    assert line["timestamp"].endswith("Z")  # the configured TimeStamper's
+
+
 def test_a_line_longer_than_pipe_buf_goes_alone(monkeypatch) -> None:
     logs.configure("json")
     out = Writes()
@@ -45,12 +56,3 @@ def test_a_line_longer_than_pipe_buf_goes_alone(monkeypatch) -> None:
         lines.info("long", text="x" * (2 * select.PIPE_BUF))
         lines.info("short", n=2)
     assert [json.loads(w)["event"] for w in out.writes] == ["short", "long", "short"]
-
-
-def test_debug_lines_are_dropped_as_everywhere(monkeypatch) -> None:
-    logs.configure("json")
-    out = Writes()
-    monkeypatch.setattr(sys, "stdout", out)
-    with logs.written_together() as lines:
-        lines.debug("noise")
-    assert out.writes == []

@@ -14,11 +14,14 @@ log of its tenant (:mod:`sidecar.store.audit_log`). An event moves through these
   Redis and acknowledge it only then; when Redis does not answer it is **spooled** (fsync'd in
   this process's spool file, :mod:`sidecar.store.spool`) and acknowledged; neither: 503.
 * **journaled**: a critical check's event is appended to the spool file without fsync (one
-  ``write(2)``: survives SIGKILL of the worker, not a host crash before write-back) and its log
-  line written at once (``stored_in="journal"``); the shipper thread is woken.
-* **shipped**: the shipper appends pending records in batches (one ``EVALSHA`` per run of one
-  log) and logs ``audit_shipped`` with the log's new head hash. Appends are idempotent by id.
-* **replayed**: a later process ships the spool files of dead ones (``audit_replayed``).
+  ``write(2)``: survives SIGKILL of the worker, not a host crash before write-back); the
+  shipper thread is woken. The check answers then.
+* **shipped**: the shipper writes the log lines of what was journaled (``stored_in="journal"``,
+  a batch's lines together), then appends pending records in batches (one ``EVALSHA`` per run
+  of one log) and logs ``audit_shipped`` with the log's new head hash. Appends are idempotent by id.
+* **replayed**: a later process ships the spool files of dead ones (``audit_replayed``; a dead
+  process's journal records get their ``audit`` line then, with ``replayed``, as it may have
+  died before writing it: after a crash a line can appear twice, never not at all).
 
 While a process has spooled events waiting, its new events queue behind them in the spool, and
 an event going to Redis first ships this process's pending check events: a log stays in order.
