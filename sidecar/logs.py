@@ -10,6 +10,7 @@ import contextlib
 import logging
 import select
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,13 +21,22 @@ _configured = False
 
 
 class _Stdout:
-    """Whatever ``sys.stdout`` is at write time (gunicorn and pytest both swap it)."""
+    """Whatever ``sys.stdout`` is at write time (gunicorn and pytest both swap it).
+
+    Each ``write`` is flushed at once, under a lock: one ``write(2)`` per call, never two
+    threads' texts joined into one larger write.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
 
     def write(self, text: str) -> None:
-        sys.stdout.write(text)
+        with self._lock:
+            sys.stdout.write(text)
+            sys.stdout.flush()
 
     def flush(self) -> None:
-        sys.stdout.flush()
+        pass  # every write is flushed
 
 
 _stdout = _Stdout()
@@ -73,13 +83,11 @@ def written_together() -> Iterator[LineBatch]:
             length = len(line) if line.isascii() else len(line.encode())
             if chunk and size + length > select.PIPE_BUF:
                 _stdout.write("".join(chunk))
-                _stdout.flush()
                 chunk, size = [], 0
             chunk.append(line)
             size += length
         if chunk:
             _stdout.write("".join(chunk))
-            _stdout.flush()
 
 
 def _dumps(value: object, default: object = None) -> str:
