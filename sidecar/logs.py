@@ -1,7 +1,8 @@
 """Logging: structlog configured once; JSON lines in production, readable console on a TTY.
 
 Request context (request id, route) is bound through contextvars at request start, so every
-line a request writes carries it.
+line a request writes carries it. A batch of lines (the audit shipper's) is rendered by the same
+processors and written together (:func:`written_together`).
 """
 
 from __future__ import annotations
