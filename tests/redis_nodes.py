@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,16 +57,14 @@ class RedisNode:
             argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
                     "--save", "", "--appendonly", "no", "--logfile", str(log), *self.args]
         self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def answers() -> bool:
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server exited: {log.read_text(errors='replace')[-2000:]}")
-            try:
-                if self.client(0.5).ping():
-                    return self
-            except (redis.RedisError, OSError):
-                time.sleep(0.02)
-        raise RuntimeError(f"redis-server on port {self.port} did not answer")
+            return bool(self.client(0.5).ping())
+
+        if not wait_until(answers, timeout_s, ignoring=(redis.RedisError, OSError)):
+            raise RuntimeError(f"redis-server on port {self.port} did not answer")
+        return self
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no last write to its replicas."""

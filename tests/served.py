@@ -15,12 +15,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import POLICY_DIR, free_port
+from tests.conftest import POLICY_DIR, free_port, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -82,17 +81,13 @@ class ServedSidecar:
         return served
 
     def wait_ready(self, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if self.call("GET", "/readyz")[0] == 200:
-                    return
-            except OSError:
-                pass
+        def ready() -> bool:
             if self.process.poll() is not None:
                 raise AssertionError((self.data / "stderr.log").read_text()[-3000:])
-            time.sleep(0.1)
-        raise AssertionError(f"not ready within {timeout_s} s: {(self.data / 'stderr.log').read_text()[-3000:]}")
+            return self.call("GET", "/readyz")[0] == 200
+
+        if not wait_until(ready, timeout_s, step_s=0.1, ignoring=(OSError,)):
+            raise AssertionError(f"never ready: {(self.data / 'stderr.log').read_text()[-3000:]}")
 
     def connection(self, timeout: float = 10) -> http.client.HTTPConnection:
         if self.uds is not None:

@@ -133,9 +133,7 @@ def test_postgres_unreachable_moves_nothing_and_hot_events_still_read(audit_log,
     assert redis_client.get(LEASE_KEY) is None
     mover.start()
     try:
-        deadline = time.monotonic() + 20
-        while mover.status()["state"] != "unreachable" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: mover.status()["state"] == "unreachable", 20)
         assert mover.status()["state"] == "unreachable"
     finally:
         mover.stop()

@@ -16,14 +16,13 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import POLICY_DIR, free_port
+from tests.conftest import POLICY_DIR, free_port, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,14 +66,11 @@ def test_the_runtime_stage_installs_only_wheels_without_a_compiler_and_serves(tm
         process = subprocess.Popen([str(runtime / "bin" / "sidecar"), "serve", "--port", str(port)], env=serve_env,
                                    cwd=tmp_path, stdout=out, stderr=err, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             assert process.poll() is None, (tmp_path / "err.log").read_text()
-            try:
-                if get(port, "/readyz") == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
+            return get(port, "/readyz") == 200
+
+        wait_until(ready, 60, step_s=0.1, ignoring=(OSError,))
         assert get(port, "/readyz") == 200
         token = token_file.read_text().strip()
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600

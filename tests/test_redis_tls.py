@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from cryptography.x509.oid import NameOID
 from sidecar.app import create_app
 from sidecar.config import Settings
 from sidecar.store.redis_server import redis_server_binary
-from tests.conftest import Api, free_port, make_settings, make_tokens
+from tests.conftest import Api, free_port, make_settings, make_tokens, wait_until
 
 pytestmark = pytest.mark.e2e  # real processes / many generated examples: `pytest -m 'not e2e'` skips it
 
@@ -107,15 +106,12 @@ class TlsRedis:
 
     def wait(self) -> None:
         client = redis.Redis.from_url(self.url())
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        def answers() -> bool:
             assert self.process.poll() is None, (self.directory / "redis.log").read_text()
-            try:
-                client.ping()
-                return
-            except (redis.RedisError, OSError):
-                time.sleep(0.05)
-        raise RuntimeError("TLS redis-server did not answer")
+            return bool(client.ping())
+
+        if not wait_until(answers, 10, ignoring=(redis.RedisError, OSError)):
+            raise RuntimeError("TLS redis-server did not answer")
 
     def stop(self) -> None:
         self.process.terminate()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_until
 from tests.served import ServedSidecar
 
 pytestmark = pytest.mark.e2e
@@ -66,13 +67,13 @@ def test_metrics_add_up_across_workers(served: ServedSidecar) -> None:
 def test_each_request_is_one_json_line_with_its_request_id(served: ServedSidecar) -> None:
     served.call("POST", "/v1/check", {"employee": "x", "location": "y", "resource": "a", "action": "b"},
                 token=served.token, headers={"X-Request-Id": "serve-test-1"})
-    lines: list[dict[str, object]] = []
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not lines:
-        lines = [x for x in served.logs() if x.get("request_id") == "serve-test-1"]
-        time.sleep(0.05)
-    assert len(lines) == 1
-    assert lines[0]["route"] == "/v1/check" and lines[0]["reason"] == "unknown_location"
+    def lines() -> list[dict[str, object]]:
+        return [x for x in served.logs() if x.get("request_id") == "serve-test-1"]
+
+    wait_until(lines, 5)
+    found = lines()
+    assert len(found) == 1
+    assert found[0]["route"] == "/v1/check" and found[0]["reason"] == "unknown_location"
 
 
 def test_one_connection_carries_many_requests(served: ServedSidecar) -> None:
@@ -118,9 +119,7 @@ def test_sighup_replaces_the_workers_and_keeps_serving(server: str, tmp_path: Pa
         revision = seed(sidecar, "h-1", "h-e")
         before = _worker_pids(sidecar)
         sidecar.signal(signal.SIGHUP)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (_worker_pids(sidecar) & before or not _worker_pids(sidecar)):
-            time.sleep(0.2)
+        wait_until(lambda: _worker_pids(sidecar) and not _worker_pids(sidecar) & before, 30)
         assert _worker_pids(sidecar) and not _worker_pids(sidecar) & before
         sidecar.wait_ready()
         body = {"employee": "h-e", "location": "h-1", "resource": "review", "action": "manage",

@@ -11,7 +11,7 @@ import pytest
 from sidecar.app import create_app
 from sidecar.webhooks import rules, service, signing
 from tests.audit_support import report, seed
-from tests.conftest import Api, make_settings, make_tokens
+from tests.conftest import Api, make_settings, make_tokens, wait_until
 from tests.webhook_receiver import Receiver
 
 SECRET = "s3cret-for-webhooks-0123"
@@ -37,12 +37,9 @@ def hook_api(hook_settings, redis_url):
     app.extensions["sidecar"].stop()
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    """Poll for an outcome of background work (a deadline for liveness, not a speed claim)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert condition()
+def delivered(condition: Callable[[], bool]) -> None:
+    """Wait for an outcome of background delivery work (liveness, not a speed claim)."""
+    assert wait_until(condition, timeout_s=30)
 
 
 def subscribe(api, url: str, *, path: str = "/v1/chains/ch-1/webhooks/soc", **body) -> dict:
@@ -74,7 +71,7 @@ def test_a_receiver_down_mid_stream_misses_nothing(hook_api, hook_settings, redi
         subscribe(hook_api, receiver.url)
         first = [export(hook_api, n) for n in range(10)]
         report(hook_api, action="appointment.edited", outcome="success")  # category edit: not subscribed
-        wait_until(lambda: event_ids(receiver) >= set(first))
+        delivered(lambda: event_ids(receiver) >= set(first))
 
         receiver.stop()  # the receiver goes away mid-stream
         before_outage = receiver.received()
@@ -82,7 +79,7 @@ def test_a_receiver_down_mid_stream_misses_nothing(hook_api, hook_settings, redi
         def state() -> dict:
             return deliveries(hook_api)
 
-        wait_until(lambda: any((d["attempts"] or 0) >= 2 for d in state()["pending_deliveries"]))
+        delivered(lambda: any((d["attempts"] or 0) >= 2 for d in state()["pending_deliveries"]))
         failed = state()["pending_deliveries"][0]
         assert failed["state"] == "pending" and "ConnectionRefusedError" in failed["last_error"]
 
@@ -93,11 +90,11 @@ def test_a_receiver_down_mid_stream_misses_nothing(hook_api, hook_settings, redi
             third = Api(third_app, hook_api.tokens)
             later = [export(third, n) for n in range(20, 25)]
             receiver = Receiver(port=receiver.port).start()  # back on the same port
-            wait_until(lambda: event_ids(receiver) >= set(second + later))
+            delivered(lambda: event_ids(receiver) >= set(second + later))
             got = {orjson.loads(r["body"])["id"] for r in before_outage} | event_ids(receiver)
             assert got == set(first + second + later)  # nothing else (the edit event) was sent
             answer = third.get("/v1/chains/ch-1/webhooks/soc", scope="security").get_json()["deliveries"]
-            wait_until(lambda: third.get("/v1/chains/ch-1/webhooks/soc", scope="security")
+            delivered(lambda: third.get("/v1/chains/ch-1/webhooks/soc", scope="security")
                        .get_json()["deliveries"]["pending"] == 0)
             assert answer["dead"] == 0
         finally:
@@ -119,7 +116,7 @@ def test_two_workers_deliver_each_event_once(hook_api, hook_settings, redis_url)
     try:
         subscribe(hook_api, receiver.url)
         sent = [export(hook_api, n) for n in range(15)]
-        wait_until(lambda: event_ids(receiver) >= set(sent))
+        delivered(lambda: event_ids(receiver) >= set(sent))
         time.sleep(0.5)  # let any duplicate arrive before counting
         ids = [orjson.loads(r["body"])["id"] for r in receiver.received()]
         assert sorted(ids) == sorted(sent)
@@ -141,7 +138,7 @@ def test_a_failing_receiver_ends_in_the_dead_letters_with_the_last_error(tmp_pat
         def get() -> dict:
             return deliveries(api)
 
-        wait_until(lambda: get()["dead"] == 1)
+        delivered(lambda: get()["dead"] == 1)
         (dead,) = get()["dead_letters"]
         assert (dead["event_id"], dead["state"], dead["attempts"]) == (event, "dead", 3)
         assert (dead["last_status"], dead["last_error"]) == (500, "HTTP 500")
@@ -165,7 +162,7 @@ def test_redirects_are_not_followed(tmp_path, redis_url) -> None:
         def get() -> dict:
             return deliveries(api)
 
-        wait_until(lambda: get()["dead"] == 1)
+        delivered(lambda: get()["dead"] == 1)
         assert get()["dead_letters"][0]["last_error"] == "HTTP 307: redirects are not followed"
         assert target.received() == []
     finally:
@@ -249,7 +246,7 @@ def test_only_events_after_the_subscription_are_sent_and_a_critical_check_alerts
         subscribe(hook_api, receiver.url)
         hook_api.check("e-1", "l-1", "client:delete")  # a critical check: journaled, shipped, then sent
         hook_api.check("e-1", "l-1", "login:password")  # category login: not subscribed
-        wait_until(lambda: any(orjson.loads(r["body"])["action"] == "client:delete" for r in receiver.received()))
+        delivered(lambda: any(orjson.loads(r["body"])["action"] == "client:delete" for r in receiver.received()))
         assert before not in event_ids(receiver)
         assert all(orjson.loads(r["body"])["action"] != "login:password" for r in receiver.received())
     finally:
@@ -318,7 +315,7 @@ def test_the_address_is_checked_again_at_delivery(tmp_path, app_factory) -> None
     try:
         subscribe(subscriber, f"https://localhost:{receiver.port}/hooks")
         export(api, 1)
-        wait_until(lambda: deliveries(api)["dead"] == 1)
+        delivered(lambda: deliveries(api)["dead"] == 1)
         (dead,) = deliveries(api)["dead_letters"]
         assert dead["attempts"] == 1 and "resolves to a loopback address (127.0.0.1)" in dead["last_error"]
         assert receiver.received() == []
@@ -332,7 +329,7 @@ def test_a_host_that_does_not_resolve_is_retried_then_dead(tmp_path, app_factory
     seed(api)
     subscribe(api, "https://hooks.invalid/x")
     export(api, 1)
-    wait_until(lambda: deliveries(api)["dead"] == 1)
+    delivered(lambda: deliveries(api)["dead"] == 1)
     (dead,) = deliveries(api)["dead_letters"]
     assert dead["attempts"] == 2 and dead["last_error"].startswith("cannot resolve hooks.invalid")
 

@@ -11,16 +11,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sidecar.store.redis_server import EmbeddedRedis, RedisDirectoryBusy, RedisServer
-from tests.conftest import POLICY_DIR
+from tests.conftest import POLICY_DIR, wait_until
 from tests.nginx_harness import free_port
 
 # Every test here runs real redis-server / sidecar processes (hung, killed, restarted): slow.
@@ -131,9 +130,7 @@ def test_serve_restarts_an_embedded_redis_that_exits(tmp_path: Path) -> None:
         first = embedded.server.pid
         assert first is not None
         os.kill(first, signal.SIGKILL)
-        deadline = time.monotonic() + 20
-        while not restarts and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: restarts, 20)
         assert restarts == [1]
         assert embedded.server.ping() and servers_on(embedded.server.socket) == [embedded.server.pid] != [first]
     finally:
@@ -182,12 +179,3 @@ def ready(port: int) -> bool:
         return call(port, "/readyz")[0] == 200
     except OSError:
         return False
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
