@@ -41,10 +41,10 @@ LOGS_KEY = "sc:audit:logs"
 PAGE = 500
 
 # A run of events of one log in one step, each appended as one step (remember the id, skip it if
-# seen before, link to the head, XADD, count), the head read once and moved once; each id set touched gets
-# its expiry once per run (the events of a batch share a day's set). KEYS: stream, meta, the set of
-# logs, then the id set of each event; ARGV: ttl, log, genesis, then id and body per event.
-# Returns each event's hash, or nil for an id seen before.
+# seen before, link to the head, XADD, count), the head read once and moved once; each id set
+# touched gets its expiry once per run (the events of a batch share a day's set). KEYS: stream,
+# meta, the set of logs, then the id set of each event; ARGV: ttl, log, genesis, then id and body
+# per event. Returns each event's hash, or nil for an id seen before.
 _APPEND_RUN = """
 local prev = redis.call('HGET', KEYS[2], 'head')
 if not prev then prev = ARGV[3] end
