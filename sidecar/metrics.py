@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -34,6 +35,19 @@ POLICY_RELOADS = Counter("sidecar_policy_reloads_total", "Policy reloads", ["res
 MFA_EVENTS = Counter("sidecar_mfa_events_total", "Two-step authentication events", ["action"])
 AUDIT_EVENTS = Counter("sidecar_audit_events_total",
                        "Audit events by result: written (to Redis), spooled, replayed, duplicate, failed", ["result"])
+
+
+_children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+
+def labelled(metric: Counter | Histogram, *values: str) -> Any:
+    """``metric.labels(*values)``, looked up once per distinct values: every answered request
+    updates three labelled metrics, and ``labels`` checks and locks on each call (0.5-1 µs)."""
+    key = (metric, values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child
 
 
 def _unlabelled() -> tuple[Gauge, Counter, Gauge, Counter, Counter, Counter]:

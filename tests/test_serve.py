@@ -99,7 +99,8 @@ def test_sigterm_lets_an_in_flight_request_finish_then_stops_everything(server: 
     body = {"employee": "x", "location": "y", "resource": "a", "action": "b", "min_revision": "99999999999999-0"}
 
     def ask() -> None:
-        status, _, answer = sidecar.call("POST", "/v1/check", body, token=sidecar.token)
+        status, _, answer = sidecar.call("POST", "/v1/check", body, token=sidecar.token,
+                                         headers={"X-Request-Id": "in-flight-1"})
         answers.append((status, answer))
 
     asking = threading.Thread(target=ask)
@@ -110,6 +111,9 @@ def test_sigterm_lets_an_in_flight_request_finish_then_stops_everything(server: 
     assert sidecar.process.wait(timeout=30) == 0
     assert answers and answers[0][0] == 503 and json.loads(answers[0][1])["error"]["code"] == "revision_not_reached"
     assert not (tmp_path / "redis" / "redis.sock").exists(), "the embedded Redis stopped with the server"
+    # the worker writes its request lines from a thread; its last ones are written as it ends
+    assert [(x["route"], x["status"]) for x in sidecar.logs() if x.get("request_id") == "in-flight-1"] == [
+        ("/v1/check", 503)]
 
 
 @pytest.mark.parametrize("server", ["granian", "gunicorn"])

@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from prometheus_client import multiprocess
 
+from sidecar import logs
 from sidecar.api.context import runtime_of
 from sidecar.app import create_app
 from sidecar.config import Settings
@@ -35,6 +36,7 @@ class WorkerApp:
 
     def load(self) -> Any:
         self.app = create_app(self.settings, redis_url=self.redis_url)
+        logs.buffer_lines()
         settle_heap()
         return self.app
 
@@ -46,6 +48,7 @@ class WorkerApp:
             except Exception as error:  # the process ends anyway; say why its cleanup failed
                 log.exception("worker_stop_failed", error_type=type(error).__name__)
             self.app = None
+        logs.unbuffer_lines()  # after the runtime's last lines (the audit journal's)
         mark_dead(os.getpid())
 
 
