@@ -188,7 +188,7 @@ _second: tuple[int, str] = (-1, "")  # the last whole second formatted: its epoc
 
 def _timestamp(_logger: object, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog's ``TimeStamper(fmt="iso", utc=True)`` text, with each whole second formatted
-    once (it makes a datetime per line: 1.5 µs, of a request line's 3)."""
+    once: structlog's makes a datetime per line (1.5 µs, for a line that now costs 3.4)."""
     global _second
     second, nanos = divmod(time.time_ns(), 1_000_000_000)
     cached = _second
