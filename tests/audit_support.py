@@ -47,8 +47,9 @@ def read_log(url: str, log: str) -> list[dict[str, Any]]:
         client.close()
 
 
-def audit_log(url: str) -> AuditLog:
-    return AuditLog(redis.Redis.from_url(url), 400)
+def audit_log(client: redis.Redis) -> AuditLog:
+    """The audit log store over ``client`` (the caller closes it: a dropped client leaks its socket)."""
+    return AuditLog(client, 400)
 
 
 def report(api: Any, **body: Any) -> Any:

@@ -246,6 +246,7 @@ def test_a_mover_killed_mid_batch_loses_and_duplicates_nothing(audit_log, archiv
         output, _ = mover.communicate(timeout=30)
     finally:
         admin.execute_command("CLIENT", "UNPAUSE")
+        admin.close()
         blocker.rollback()
         blocker.close()
         if mover.poll() is None:

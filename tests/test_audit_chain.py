@@ -41,10 +41,10 @@ def edit(fields: dict[bytes, bytes], **changes: object) -> dict[bytes, bytes]:
     return {**fields, b"e": orjson.dumps(body, option=orjson.OPT_SORT_KEYS)}
 
 
-def test_an_untouched_log_verifies_with_its_count(app, api, redis_url) -> None:
+def test_an_untouched_log_verifies_with_its_count(app, api, redis_url, redis_client) -> None:
     seed(api)
     fill(app, 20)
-    verdict = audit_log(redis_url).verify(LOG)
+    verdict = audit_log(redis_client).verify(LOG)
     assert verdict.intact
     assert verdict.count == len(read_log(redis_url, LOG))
 
@@ -97,12 +97,13 @@ def test_verify_names_the_first_bad_event_after_tampering(app, api, redis_url, r
     seed(api)
     fill(app, 6)
     rewrite(redis_client, tamper(entries(redis_client)))
-    verdict = audit_log(redis_url).verify(LOG)
+    verdict = audit_log(redis_client).verify(LOG)
     assert not verdict.intact
     assert verdict.problem
 
 
-def test_appends_from_two_apps_on_one_redis_never_fork_the_chain(tmp_path, api, redis_url, app_factory) -> None:
+def test_appends_from_two_apps_on_one_redis_never_fork_the_chain(tmp_path, api, redis_url, redis_client,
+                                                                  app_factory) -> None:
     seed(api)
     apps = [app_factory(make_settings(tmp_path / name)) for name in ("a", "b")]
     threads = [threading.Thread(target=fill, args=(app, 150)) for app in apps for _ in range(3)]
@@ -110,14 +111,14 @@ def test_appends_from_two_apps_on_one_redis_never_fork_the_chain(tmp_path, api, 
         thread.start()
     for thread in threads:
         thread.join()
-    verdict = audit_log(redis_url).verify(LOG)
+    verdict = audit_log(redis_client).verify(LOG)
     assert verdict.intact
     assert len([e for e in read_log(redis_url, LOG) if e["action"] == "login"]) == 900
 
 
-def test_replaying_an_event_twice_appends_it_once(app, api, redis_url) -> None:
+def test_replaying_an_event_twice_appends_it_once(app, api, redis_url, redis_client) -> None:
     seed(api)
-    store = audit_log(redis_url)
+    store = audit_log(redis_client)
     event = new_event(category="login", action="login", outcome="success", employee="e-1", location="l-1",
                             chain="ch-1", object=None, device=None, ip=None, request_id=None, details=None)
     (first,), (second,) = store.append_many([(LOG, event)]), store.append_many([(LOG, event)])
@@ -125,9 +126,9 @@ def test_replaying_an_event_twice_appends_it_once(app, api, redis_url) -> None:
     assert [e["id"] for e in read_log(redis_url, LOG)].count(event["id"]) == 1
 
 
-def test_a_batch_appends_each_run_of_one_log_in_order_and_skips_seen_ids(app, api, redis_url) -> None:
+def test_a_batch_appends_each_run_of_one_log_in_order_and_skips_seen_ids(app, api, redis_url, redis_client) -> None:
     seed(api)
-    store = audit_log(redis_url)
+    store = audit_log(redis_client)
 
     def event(n: int) -> dict:
         return new_event(category="login", action="login", outcome="success", employee="e-1",
@@ -147,7 +148,7 @@ def test_a_batch_appends_each_run_of_one_log_in_order_and_skips_seen_ids(app, ap
 def test_every_id_set_a_run_touches_expires_after_the_retention(app, api, redis_url, redis_client) -> None:
     """The id sets (one per day of the events' times) get their expiry once per run, each of them."""
     seed(api)
-    store = audit_log(redis_url)
+    store = audit_log(redis_client)
 
     def event(day: str, n: int) -> dict:
         made = new_event(category="login", action="login", outcome="success", employee="e-1", location="l-1",
@@ -163,10 +164,10 @@ def test_every_id_set_a_run_touches_expires_after_the_retention(app, api, redis_
         assert ttl - 60 <= redis_client.ttl(key) <= ttl, key
 
 
-def test_retention_trims_old_events_and_the_log_still_verifies(app, api, redis_url) -> None:
+def test_retention_trims_old_events_and_the_log_still_verifies(app, api, redis_url, redis_client) -> None:
     seed(api)
     fill(app, 10)
-    store, held = audit_log(redis_url), len(read_log(redis_url, LOG))
+    store, held = audit_log(redis_client), len(read_log(redis_url, LOG))
     assert store.trim(LOG, int(time.time() * 1000) + 400 * 86_400_000 + 60_000) == held
     fill(app, 3)
     verdict = store.verify(LOG)

@@ -156,9 +156,9 @@ def test_the_last_page_has_no_cursor(api) -> None:
     assert (len(page["events"]), page["next_cursor"]) == (3, None)
 
 
-def test_a_large_csv_export_is_streamed_row_by_row(app, api, redis_url) -> None:
+def test_a_large_csv_export_is_streamed_row_by_row(app, api, redis_client) -> None:
     seed(api)
-    store = audit_log(redis_url)
+    store = audit_log(redis_client)
     batch = []
     for i in range(20_000):
         event = new_event(category="export", action="clients.export_finished", outcome="success",

@@ -110,8 +110,11 @@ class TlsRedis:
             assert self.process.poll() is None, (self.directory / "redis.log").read_text()
             return bool(client.ping())
 
-        if not wait_until(answers, 10, ignoring=(redis.RedisError, OSError)):
-            raise RuntimeError("TLS redis-server did not answer")
+        try:
+            if not wait_until(answers, 10, ignoring=(redis.RedisError, OSError)):
+                raise RuntimeError("TLS redis-server did not answer")
+        finally:
+            client.close()
 
     def stop(self) -> None:
         self.process.terminate()

@@ -80,7 +80,8 @@ def write_until_accepted(writer: Api, reader: Api, nodes: SentinelSet, *, restar
 
 def test_a_killed_primary_loses_no_acknowledged_write_and_decisions_never_stop(
         tmp_path: Path, sentinels: SentinelSet) -> None:
-    redis.Redis.from_url(primary_url(sentinels)).flushall()
+    with redis.Redis.from_url(primary_url(sentinels)) as client:
+        client.flushall()
     writer, reader = make_api(tmp_path / "writer", sentinels.url), make_api(tmp_path / "reader", sentinels.url)
     try:
         seed(writer)

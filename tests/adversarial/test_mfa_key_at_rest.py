@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from sidecar.mfa import codes
 from sidecar.mfa.key import load_or_create
@@ -31,14 +30,13 @@ def settings(tmp_path: Path, inbox: Inbox):
     return make_settings(tmp_path, smtp_url=inbox.url)  # no mfa_secret: the default an operator gets
 
 
-def test_no_value_in_redis_keys_a_pending_code(api, inbox: Inbox, redis_url: str, tmp_path: Path) -> None:
+def test_no_value_in_redis_keys_a_pending_code(api, inbox: Inbox, redis_client, tmp_path: Path) -> None:
     assert api.put("/v1/employees/e-1", {"active": True, "email": "ana@example.com"}).status_code == 200
     response = api.post("/v1/mfa/challenges", {"employee": "e-1", "channel": "email", "device": {"id": "d-1"}},
                         scope="mfa")
     assert response.status_code == 201, response.get_json()
     challenge_id, code = response.get_json()["challenge_id"], inbox.last_code()
-    client = redis.Redis.from_url(redis_url)
-    everything = scan_redis(client)
+    everything = scan_redis(redis_client)
     wanted = {codes.code_hash(value.decode(errors="replace"), challenge_id, code).encode() for value in everything}
     assert not wanted & set(everything), "a value read from Redis keys the stored code hash"
     assert b"sidecar:mfa:key" not in everything
@@ -49,8 +47,8 @@ def test_no_value_in_redis_keys_a_pending_code(api, inbox: Inbox, redis_url: str
     assert verified.status_code == 200, verified.get_json()
 
 
-def test_a_key_an_older_release_left_in_redis_is_removed(api, inbox: Inbox, redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)
+def test_a_key_an_older_release_left_in_redis_is_removed(api, inbox: Inbox, redis_client) -> None:
+    client = redis_client
     client.set("sidecar:mfa:key", "0" * 64)
     assert api.put("/v1/employees/e-1", {"active": True, "email": "ana@example.com"}).status_code == 200
     response = api.post("/v1/mfa/challenges", {"employee": "e-1", "channel": "email", "device": {"id": "d-1"}},
