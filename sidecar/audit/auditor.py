@@ -37,9 +37,9 @@ log = structlog.get_logger("sidecar.audit")
 
 
 def _count(result: str, amount: int = 1) -> None:
-    """Count events by result (looked up per call: the counter's children must be made in the worker,
-    after ``sidecar serve`` chose multiprocess metrics)."""
-    metrics.AUDIT_EVENTS.labels(result).inc(amount)
+    """Count events by result (the child is made at the first count, not at import: children must be
+    made in the worker, after ``sidecar serve`` chose multiprocess metrics)."""
+    metrics.labelled(metrics.AUDIT_EVENTS, result).inc(amount)
 
 
 @dataclass(frozen=True)
