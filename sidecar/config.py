@@ -40,6 +40,10 @@ class Settings:
     audit_retention_days: int = 400
     audit_database_url: str | None = field(default=None, repr=False)  # the PostgreSQL archive; may carry a password
     audit_hot_s: int = 7 * 86400  # events older than this move to the archive
+    # Under load the audit shipper sends at most one batch per this long (docs/audit.md): longer
+    # means bigger batches and less CPU per event, and a longer window in which a host crash can
+    # lose check events that are only in the page cache.
+    audit_ship_interval_s: float = 0.2
     policy_poll_s: float = 2.0
     redis_timeout_s: float = 0.5  # connect and read timeout of request-path Redis commands
     redis_min_replicas: int = 0  # WAIT for this many replicas before a write is acknowledged
@@ -65,7 +69,8 @@ class Settings:
             value = env.get(name, "").strip()
             return value or None
 
-        def number(name: str, default: float, *, minimum: float, integer: bool = False) -> float:
+        def number(name: str, default: float, *, minimum: float, maximum: float | None = None,
+                   integer: bool = False) -> float:
             raw = text(name)
             if raw is None:
                 return default
@@ -75,6 +80,8 @@ class Settings:
                 raise ConfigError(f"{name}={raw!r} is not a number") from None
             if value < minimum:
                 raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+            if maximum is not None and value > maximum:
+                raise ConfigError(f"{name}={raw!r} must be at most {maximum}")
             return value
 
         def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -126,6 +133,7 @@ class Settings:
             audit_retention_days=int(number("SIDECAR_AUDIT_RETENTION_DAYS", 400, minimum=1, integer=True)),
             audit_database_url=audit_database_url,
             audit_hot_s=int(number("SIDECAR_AUDIT_HOT_S", 7 * 86400, minimum=0, integer=True)),
+            audit_ship_interval_s=number("SIDECAR_AUDIT_SHIP_INTERVAL_S", 0.2, minimum=0, maximum=5.0),
             policy_poll_s=number("SIDECAR_POLICY_POLL_S", 2.0, minimum=0.1),
             redis_timeout_s=number("SIDECAR_REDIS_TIMEOUT_S", 0.5, minimum=0.01),
             redis_min_replicas=int(number("SIDECAR_REDIS_MIN_REPLICAS", 0, minimum=0, integer=True)),

@@ -90,7 +90,8 @@ class Runtime:
         self.archiver = (Archiver(self.audit_log, self.audit_archive, hot_s=settings.audit_hot_s,
                                   retention_days=settings.audit_retention_days)
                          if self.audit_archive is not None else None)
-        self.auditor = Auditor(self.audit_log, Spool(settings.data_dir / "audit-spool"), self.directory)
+        self.auditor = Auditor(self.audit_log, Spool(settings.data_dir / "audit-spool"), self.directory,
+                               ship_every_s=settings.audit_ship_interval_s)
         self.seat_history = SeatHistory(self.redis)
         self.two_step = TwoStep(settings, self.redis, self.directory, Trail(self.auditor, self.directory))
         self.jwt_verifier: JwtVerifier | None = load_verifier(settings)  # None: forward-auth answers 503

@@ -16,6 +16,7 @@ import redis
 
 from sidecar.app import create_app
 from sidecar.audit.events import new_event
+from sidecar.config import ConfigError, Settings
 from sidecar.runtime import Runtime
 from sidecar.store.redis_server import RedisServer
 from tests.audit_support import audit_log, read_log, report, seed
@@ -237,7 +238,7 @@ def test_flush_ships_until_nothing_is_pending(outage_api) -> None:
     auditor = outage_api.app.extensions["sidecar"].auditor
     event = new_event(category="login", action="login", outcome="success", employee="e-1", location="l-1",
                       chain="ch-1", object=None, device=None, ip=None, request_id=None, details=None)
-    auditor.journal([("c:ch-1", event)])
+    auditor.journal("c:ch-1", [event])
     original = auditor.store.append_many  # the audit log a batch goes to: journal more as each lands
     extra: list[str] = []
 
@@ -248,7 +249,7 @@ def test_flush_ships_until_nothing_is_pending(outage_api) -> None:
                              location="l-1", chain="ch-1", object=None, device=None, ip=None, request_id=None,
                              details={"late": len(extra)})
             extra.append(late["id"])
-            auditor.journal([("c:ch-1", late)])
+            auditor.journal("c:ch-1", [late])
         return appended
 
     auditor.store.append_many = ship_and_journal  # type: ignore[method-assign]
@@ -256,3 +257,75 @@ def test_flush_ships_until_nothing_is_pending(outage_api) -> None:
     assert auditor.spool.pending() == 0
     ids = {e["id"] for e in read_log(outage_api.app.extensions["sidecar"].redis_url, "c:ch-1")}
     assert {event["id"], *extra} <= ids
+
+
+def test_the_ship_interval_is_a_setting_from_0_to_5_seconds() -> None:
+    assert Settings.from_env({}).audit_ship_interval_s == 0.2
+    assert Settings.from_env({"SIDECAR_AUDIT_SHIP_INTERVAL_S": "0"}).audit_ship_interval_s == 0
+    assert Settings.from_env({"SIDECAR_AUDIT_SHIP_INTERVAL_S": "0.05"}).audit_ship_interval_s == 0.05
+    for bad, why in (("6", "at most 5"), ("-1", "at least 0"), ("soon", "not a number")):
+        with pytest.raises(ConfigError, match=why):
+            Settings.from_env({"SIDECAR_AUDIT_SHIP_INTERVAL_S": bad})
+
+
+def test_under_load_the_shipper_sends_one_batch_per_interval(tmp_path: Path, own_redis: RedisServer) -> None:
+    """An idle shipper ships a check's event at once; events journaled within the interval after
+    that wait and go together (here the interval outlasts the test: stop() ships them)."""
+    app = create_app(make_settings(tmp_path / "data", audit_ship_interval_s=3600), redis_url=own_redis.url)
+    api = Api(app, make_tokens(app.extensions["sidecar"].settings))
+    runtime = app.extensions["sidecar"]
+    try:
+        seed(api)
+        batches: list[list[str]] = []
+        append_many = runtime.auditor.store.append_many
+
+        def recorded(items: list) -> list:
+            batches.append([event["details"]["decision_id"] for _, event in items])
+            return append_many(items)
+
+        runtime.auditor.store.append_many = recorded  # type: ignore[method-assign]
+        first = api.check("e-1", "l-1", "client:delete")["decision_id"]
+        assert wait_until(lambda: batches == [[first]])  # an idle shipper: at once
+        later = [api.check("e-1", "l-1", "client:delete")["decision_id"] for _ in range(3)]
+        assert runtime.auditor.spool.pending() == 3
+    finally:
+        runtime.stop()
+    assert batches == [[first], later]
+
+
+def replayed_by_another(directory: Path) -> list[dict]:
+    """What a replaying process hands to its sink from the files in ``directory``."""
+    from sidecar.store.spool import Spool
+
+    records: list[dict] = []
+    Spool(directory).replay(records.extend)
+    return records
+
+
+def test_records_that_outgrow_the_file_move_to_a_larger_one_in_order(tmp_path, monkeypatch) -> None:
+    from sidecar.store import spool as spool_module
+
+    monkeypatch.setattr(spool_module, "FILE_BYTES", 4096)
+    spool = spool_module.Spool(tmp_path / "spool")
+    for n in range(200):  # ~30 bytes each, about 6 KB: Redis away, nothing shipped
+        spool.append({"n": n, "pad": "x" * 16}, sync=n % 50 == 0)
+    assert spool.pending() == 200
+    [path] = spool.files()
+    assert path.stat().st_size > 4096  # the first file was full: a larger one took over
+    spool.close()  # its records stay for a replay
+    assert [r["n"] for r in replayed_by_another(tmp_path / "spool")] == list(range(200))
+
+
+def test_a_record_cut_short_by_a_kill_is_dropped_and_shipped_ones_are_zeroed(tmp_path) -> None:
+    from sidecar.store.spool import Spool
+
+    spool = Spool(tmp_path / "spool")
+    spool.append_many([{"n": 1, "pad": "x" * 40}, {"n": 2, "pad": "y" * 40}], sync=False)
+    assert spool.ship_own(lambda records: None) == 2
+    assert not spool.has_records()  # the file keeps its size; what it held is zeros now
+    spool.append({"n": 3}, sync=False)  # shorter than what was there: written over zeros
+    assert spool._map is not None
+    torn = b'{"n":4'  # a copy the process did not finish: no newline, zeros after it
+    spool._map[spool._size:spool._size + len(torn)] = torn
+    spool.close()
+    assert replayed_by_another(tmp_path / "spool") == [{"n": 3}]

@@ -30,7 +30,6 @@ from sidecar.store.directory import DirectoryStore
 from sidecar.store.spool import Record, Spool
 
 _TRIM_EVERY_S = 3600.0
-_SHIP_EVERY_S = 0.05  # at most one batch per this long: records ship in batches, visible within ~50 ms
 _IDLE_S = 10.0  # the shipper looks for orphaned spool files this often, and exits when idle this long
 
 log = structlog.get_logger("sidecar.audit")
@@ -51,8 +50,11 @@ class Stored:
 class Auditor:
     """The audit writer of one runtime: Redis first, the spool when Redis does not answer."""
 
-    def __init__(self, store: AuditLog, spool: Spool, directory: DirectoryStore) -> None:
+    def __init__(self, store: AuditLog, spool: Spool, directory: DirectoryStore, *, ship_every_s: float) -> None:
+        """``ship_every_s``: under load, at most one batch per this long (records that arrive in
+        between join it; an idle shipper ships a new record at once)."""
         self.store = store
+        self.ship_every_s = ship_every_s
         self.spool = spool
         self.directory = directory
         self._lock = threading.Lock()
@@ -62,7 +64,7 @@ class Auditor:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()  # journal records wait: ship them now
-        self._unlogged: deque[tuple[str, dict[str, Any]]] = deque()  # journaled; their log lines not yet written
+        self._unlogged: deque[tuple[str, list[dict[str, Any]]]] = deque()  # journaled; log lines not yet written
         self._trimmed: dict[str, float] = {}
         self._thread_pid = 0
 
@@ -172,27 +174,27 @@ class Auditor:
         self._ensure_replayer()
         return Stored("spool", [None] * len(items))
 
-    def journal(self, items: list[tuple[str, dict[str, Any]]]) -> Stored:
-        """Critical-check events: into the spool file without fsync, then wake the shipper.
+    def journal(self, log_id: str, events: list[dict[str, Any]]) -> Stored:
+        """Critical-check events of one log: into the spool file without fsync, then wake the shipper.
 
-        The shipper writes their log lines, a batch at a time, before it ships them (so a check
-        pays for one system call, not three). Falls back to :meth:`record` (Redis, else the
-        fsync'd spool, else 503) when the spool file refuses them.
+        Each event already names the log's chain (``chain``), as :meth:`record` would set it. The
+        shipper writes their log lines, a batch at a time, before it ships them (so a check pays
+        for one system call, not three). Falls back to :meth:`record` (Redis, else the fsync'd
+        spool, else 503) when the spool file refuses them.
         """
-        for log_id, event in items:
-            if (tenant := Tenant.parse(log_id)).is_chain:
-                event["chain"] = tenant.id
         try:
-            self.spool.append_many([{"log": log_id, "event": event, "j": 1} for log_id, event in items], sync=False)
+            self.spool.append_many([{"log": log_id, "event": event, "j": 1} for event in events], sync=False)
         except OSError as exc:
             log.warning("audit_journal_failed", error=str(exc))
-            return self.record(list(items))
-        _count("written", len(items))  # counted once journaled, so the counter moves with the checks
-        self._unlogged.extend(items)
-        self._ensure_replayer()
+            return self.record([(log_id, event) for event in events])
+        _count("written", len(events))  # counted once journaled, so the counter moves with the checks
+        self._unlogged.append((log_id, events))
+        thread = self._thread  # read without the lock: the common case, a live shipper of this process
+        if thread is None or self._thread_pid != os.getpid() or not thread.is_alive():
+            self._ensure_replayer()
         if not self._wake.is_set():  # one wake per batch is enough: the shipper takes all pending
             self._wake.set()
-        return Stored("journal", [None] * len(items))
+        return Stored("journal", [None] * len(events))
 
     def _maybe_trim(self, logs: set[str]) -> None:
         now = time.monotonic()
@@ -226,10 +228,11 @@ class Auditor:
         with logs.written_together() as lines:
             while self._unlogged:
                 try:
-                    log_id, event = self._unlogged.popleft()
-                except IndexError:  # another thread wrote the last one
+                    log_id, events = self._unlogged.popleft()
+                except IndexError:  # another thread wrote the last ones
                     break
-                lines.info("audit", **event, log=log_id, stored_in="journal", hash=None)
+                for event in events:
+                    lines.info("audit", **event, log=log_id, stored_in="journal", hash=None)
 
     def _ship_own(self, *, drain: bool = False) -> int:
         """Write the journaled events' log lines, then ship the records pending now (the shipper's
@@ -265,7 +268,7 @@ class Auditor:
             log_id = record.get("log") or self.log_of(event.get("location"), event.get("chain"))
             if log_id is None:
                 raise StoreUnavailable("the directory store (Redis) is unreachable")
-            if log_id.startswith("c:"):  # not every log is a tenant's (token changes)
+            if event.get("chain") is None and log_id.startswith("c:"):  # not every log is a tenant's
                 event["chain"] = Tenant.parse(log_id).id
             items.append((log_id, event))
         appended = self.store.append_many(items)
@@ -307,7 +310,7 @@ class Auditor:
         scan_at = 0.0
         shipped_at = 0.0
         while not self._stop.is_set():
-            gap = shipped_at + _SHIP_EVERY_S - time.monotonic()
+            gap = shipped_at + self.ship_every_s - time.monotonic()
             if gap > 0 and self._stop.wait(gap):  # the records that arrive meanwhile join the batch
                 break
             shipped_at = time.monotonic()

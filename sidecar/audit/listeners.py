@@ -35,25 +35,28 @@ class CheckEvents:
         self.replica = replica
 
     def __call__(self, record: CheckRecord) -> None:
-        catalogue = self.bundle().catalogue.rights
-        critical = [(d, did) for d, did in record.decisions
-                    if (right := catalogue.get(d.right)) is not None and right.critical]
+        critical_rights = self.bundle().catalogue.critical
+        critical = [pair for pair in record.decisions if pair[0].right in critical_rights]
         if not critical:
             return
         engine = self.replica.engine_for_location(record.location)  # the one the decision used
-        log_id = engine.directory.tenant if engine is not None else None
-        chain = engine.directory.chain.id if engine is not None and engine.directory.chain else None
+        if engine is not None:
+            directory = engine.directory
+            log_id: str | None = directory.tenant
+            chain = directory.chain.id if directory.chain else None
+            person = directory.employees.get(record.employee)
+            name = person.name if person is not None else None  # from memory: the name the decision saw
+        else:
+            log_id = chain = name = None
         context = record.context
         device = contract_device(context.get("device"))
         ip = short_text(context.get("ip"))
         request_id = short_text(context.get("request_id")) or record.request_id
         mfa = bool(context.get("mfa", False))
-        person = engine.directory.employees.get(record.employee) if engine is not None else None
-        name = person.name if person is not None else None  # from memory: the name the decision saw
         at = now_rfc3339()
         # Built here rather than by new_event (no scrub): every field but device is the sidecar's
         # own, contract_device keeps only the contract's device fields, and category_of always
-        # names a category.
+        # names a category. ``chain`` is the log's chain, as Auditor.journal requires.
         events = [{"id": new_event_id(), "time": at, "location": record.location, "chain": chain,
                    "employee": record.employee, "employee_name": name, "action": d.right,
                    "category": category_of(d.right),
@@ -66,7 +69,7 @@ class CheckEvents:
             for event in events:
                 log.info("audit", **event, log=None, stored_in="none", hash=None)
             return
-        self.auditor.journal([(log_id, event) for event in events])
+        self.auditor.journal(log_id, events)
 
 
 class WriteEvents:

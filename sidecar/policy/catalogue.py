@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,12 @@ class Catalogue:
 
     def names(self) -> list[str]:
         return list(self.rights)
+
+    @cached_property
+    def critical(self) -> frozenset[str]:
+        """The rights flagged ``critical``: one set lookup per decision tells the audit listener
+        whether a check needs an event (it asks on every check)."""
+        return frozenset(r.name for r in self.rights.values() if r.critical)
 
     def unknown(self, names: Iterable[str]) -> list[str]:
         """Names that are neither a right nor ``resource:*`` for a resource with rights."""
