@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -329,3 +330,23 @@ def test_a_record_cut_short_by_a_kill_is_dropped_and_shipped_ones_are_zeroed(tmp
     spool._map[spool._size:spool._size + len(torn)] = torn
     spool.close()
     assert replayed_by_another(tmp_path / "spool") == [{"n": 3}]
+
+
+def test_a_full_disk_refuses_the_journal_and_the_event_goes_to_redis_directly(outage_api, monkeypatch) -> None:
+    """The spool reserves its file's blocks first, so a full disk is an OSError there (never a
+    SIGBUS in the mapping); the check's event then takes the slower path, straight to Redis."""
+    from sidecar.store.spool import Spool
+
+    def disk_full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    seed(outage_api)
+    monkeypatch.setattr(os, "posix_fallocate", disk_full)
+    runtime = outage_api.app.extensions["sidecar"]
+    spool = Spool(runtime.settings.data_dir / "full")
+    with pytest.raises(OSError):
+        spool.append({"n": 1}, sync=False)
+    assert spool.files() == [] and spool.pending() == 0  # no file left half made
+    decision = outage_api.check("e-1", "l-1", "client:delete")["decision_id"]
+    logged = [e["details"].get("decision_id") for e in read_log(runtime.redis_url, "c:ch-1")]
+    assert decision in logged  # in Redis when the check answered, not after a shipping round

@@ -178,9 +178,9 @@ class Auditor:
         """Critical-check events of one log: into the spool file without fsync, then wake the shipper.
 
         Each event already names the log's chain (``chain``), as :meth:`record` would set it. The
-        shipper writes their log lines, a batch at a time, before it ships them (so a check pays
-        for one system call, not three). Falls back to :meth:`record` (Redis, else the fsync'd
-        spool, else 503) when the spool file refuses them.
+        spool copies them into its mapped file and the shipper writes their log lines, a batch at
+        a time, before it ships them: a check pays no system call for its events. Falls back to
+        :meth:`record` (Redis, else the fsync'd spool, else 503) when the spool refuses them.
         """
         try:
             self.spool.append_many([{"log": log_id, "event": event, "j": 1} for event in events], sync=False)

@@ -97,6 +97,7 @@ class Spool:
             _fsync_directory(self.directory)
         except OSError:
             os.close(fd)
+            path.unlink(missing_ok=True)  # it holds no record yet
             raise
         return fd, path, mapped
 
