@@ -13,8 +13,8 @@ log of its tenant (:mod:`sidecar.store.audit_log`). An event moves through these
 * **recorded**: ``Auditor.emit``/``record`` (reported events, directory writes) append it to
   Redis and acknowledge it only then; when Redis does not answer it is **spooled** (fsync'd in
   this process's spool file, :mod:`sidecar.store.spool`) and acknowledged; neither: 503.
-* **journaled**: a critical check's event is appended to the spool file without fsync (one
-  ``write(2)``: survives SIGKILL of the worker, not a host crash before write-back); the
+* **journaled**: a critical check's event is copied into the spool file's mapping without fsync
+  (no system call: survives SIGKILL of the worker, not a host crash before write-back); the
   shipper thread is woken. The check answers then.
 * **shipped**: the shipper writes the log lines of what was journaled (``stored_in="journal"``,
   a batch's lines together), then appends pending records in batches (one ``EVALSHA`` per run

@@ -189,9 +189,7 @@ class Auditor:
             return self.record([(log_id, event) for event in events])
         _count("written", len(events))  # counted once journaled, so the counter moves with the checks
         self._unlogged.append((log_id, events))
-        thread = self._thread  # read without the lock: the common case, a live shipper of this process
-        if thread is None or self._thread_pid != os.getpid() or not thread.is_alive():
-            self._ensure_replayer()
+        self._ensure_replayer()
         if not self._wake.is_set():  # one wake per batch is enough: the shipper takes all pending
             self._wake.set()
         return Stored("journal", [None] * len(events))
@@ -294,11 +292,15 @@ class Auditor:
             _count("duplicate", duplicate)
         self._maybe_trim({log_id for log_id, _ in items})
 
+    def _shipper_running(self) -> bool:
+        thread = self._thread
+        return thread is not None and self._thread_pid == os.getpid() and thread.is_alive()
+
     def _ensure_replayer(self) -> None:
+        if self._shipper_running():  # the common case, on a critical check's path: no lock
+            return
         with self._lock:
-            if not self._started:
-                return
-            if self._thread is not None and self._thread_pid == os.getpid() and self._thread.is_alive():
+            if not self._started or self._shipper_running():
                 return
             self._thread = threading.Thread(target=self._replay_loop, name="sidecar-audit-replay", daemon=True)
             self._thread_pid = os.getpid()

@@ -57,7 +57,6 @@ Record = dict[str, Any]
 
 BATCH = 200
 FILE_BYTES = 4 << 20  # an own file's reserved size; a record that does not fit moves to a new file
-_LINE = orjson.OPT_APPEND_NEWLINE
 Sink = Callable[[list[Record]], None]
 
 
@@ -67,8 +66,7 @@ class Spool:
         self._lock = threading.Lock()  # the own file, its size and the pending records
         self.ship_lock = threading.RLock()  # one shipper of the own records at a time
         self._fd: int | None = None
-        self._map: mmap.mmap | None = None  # the own file, mapped: records are copied into it
-        self._capacity = 0  # the own file's reserved size
+        self._map: mmap.mmap | None = None  # the own file (its whole reserved size), mapped: records are copied into it
         self._pid = 0
         self._path: Path | None = None
         self._size = 0  # the bytes of records the own file holds (the rest is zeros)
@@ -77,13 +75,12 @@ class Spool:
     # -- writing (the owner) --------------------------------------------------------------------
     def _own_map(self) -> mmap.mmap:
         if self._map is None or self._pid != os.getpid():  # after a fork the child needs its own file
-            if self._fd is not None:  # the parent's file, its records and its lock stay the parent's
-                if self._map is not None:
-                    self._map.close()  # the child's view only: the parent's stays mapped
+            if self._fd is not None and self._map is not None:  # the parent's: file, records, lock stay with it
+                self._map.close()  # the child's view only: the parent's stays mapped
                 os.close(self._fd)
                 self._fd, self._map, self._pending, self._size = None, None, [], 0
             self._fd, self._path, self._map = self._new_file(FILE_BYTES)
-            self._pid, self._size, self._capacity = os.getpid(), 0, FILE_BYTES
+            self._pid, self._size = os.getpid(), 0
         return self._map
 
     def _new_file(self, capacity: int) -> tuple[int, Path, mmap.mmap]:
@@ -107,11 +104,11 @@ class Spool:
 
     def append_many(self, records: list[Record], *, sync: bool = True) -> None:
         """Copy records into the own file's mapping, fsync'd when ``sync``. Raises OSError if refused."""
-        data = b"".join([orjson.dumps(record, option=_LINE) for record in records])
+        data = _lines(records)
         with self._lock:
             mapped = self._own_map()
             end = self._size + len(data)
-            if end > self._capacity:
+            if end > len(mapped):
                 mapped = self._move(room=len(data))
                 end = self._size + len(data)
             mapped[self._size:end] = data
@@ -155,7 +152,7 @@ class Spool:
                         # it, a replay finds duplicates only.
                         self._map[:self._size] = bytes(self._size)
                         self._size = 0
-                    elif self._size > self._capacity // 2:  # under load seldom empty: move on here,
+                    elif self._size > len(self._map) // 2:  # under load seldom empty: move on here,
                         self._move(room=0)  # so that an append on a check's path seldom has to
         return shipped
 
@@ -163,7 +160,7 @@ class Spool:
         """Move the pending records to a new own file with ``room`` bytes to spare (called with
         ``_lock`` held, by the shipper when the file is half full, or when a record does not fit)."""
         assert self._fd is not None and self._map is not None and self._path is not None
-        data = b"".join([orjson.dumps(record, option=_LINE) for record in self._pending])
+        data = _lines(self._pending)
         capacity = max(FILE_BYTES, 2 * (len(data) + room))  # a long Redis outage doubles it
         fd, path, mapped = self._new_file(capacity)
         try:
@@ -175,7 +172,7 @@ class Spool:
             path.unlink(missing_ok=True)
             raise
         old_fd, old_map, old_path = self._fd, self._map, self._path
-        self._fd, self._map, self._path, self._size, self._capacity = fd, mapped, path, len(data), capacity
+        self._fd, self._map, self._path, self._size = fd, mapped, path, len(data)
         old_path.unlink(missing_ok=True)  # killed before this: the old file replays as duplicates
         old_map.close()
         os.close(old_fd)
@@ -251,6 +248,11 @@ class Spool:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+
+def _lines(records: list[Record]) -> bytes:
+    """The records as the file holds them: one JSON line each."""
+    return b"".join([orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE) for record in records])
 
 
 def _read_all(fd: int) -> bytes:
